@@ -1,0 +1,1 @@
+"""SwapForge models: plain PyTorch/NumPy, no ComfyUI import anywhere below this package."""

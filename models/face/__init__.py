@@ -1,0 +1,1 @@
+"""Shared face tools: detection, landmarks, tracking, alignment, paste back, identity."""

@@ -1,0 +1,1 @@
+"""Part swap family: FuseAnyPart part boxes and the classic cut-and-paste baseline."""

@@ -1,0 +1,90 @@
+"""Write the UI-format twin of API-format workflows, and check that the twins are current.
+
+    python -m tools.make_ui_workflow workflows/foo.api.json [...]   # writes workflows/foo.json
+    python -m tools.make_ui_workflow --check [--dir workflows]        # exit 1 if a twin is missing/stale
+
+A twin is current when ``ui_to_api(twin)`` equals the API file, ignoring ``_meta``.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+from .workflow_check import REPO_ROOT, api_to_ui, load_schemas, strip_meta, ui_to_api
+
+
+def twin_path(api_path: str) -> str:
+    if not api_path.endswith(".api.json"):
+        raise ValueError(f"{api_path}: expected a name ending in .api.json (the API-format workflow)")
+    return api_path[: -len(".api.json")] + ".json"
+
+
+def write_twin(api_path: str, schemas: dict) -> str:
+    with open(api_path, encoding="utf-8") as f:
+        prompt = json.load(f)
+    ui = api_to_ui(prompt, schemas)
+    if strip_meta(ui_to_api(ui, schemas)) != strip_meta(prompt):
+        raise ValueError(f"{api_path}: the generated UI workflow does not convert back to the same prompt "
+                         "(inputs unknown to the node schemas are lost); fix the prompt first")
+    out = twin_path(api_path)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(ui, f, indent=2)
+        f.write("\n")
+    return out
+
+
+def check_twins(folder: str, schemas: dict) -> list:
+    """Problems (strings) for every *.api.json in folder whose UI twin is missing or differs."""
+    problems = []
+    for api_path in sorted(glob.glob(os.path.join(folder, "*.api.json"))):
+        ui_path = twin_path(api_path)
+        if not os.path.isfile(ui_path):
+            problems.append(f"{api_path}: no UI twin {ui_path}; run python -m tools.make_ui_workflow {api_path}")
+            continue
+        try:
+            with open(api_path, encoding="utf-8") as f:
+                prompt = json.load(f)
+            with open(ui_path, encoding="utf-8") as f:
+                ui = json.load(f)
+            converted = ui_to_api(ui, schemas)
+        except (OSError, ValueError) as e:
+            problems.append(f"{ui_path}: {e}")
+            continue
+        if strip_meta(converted) != strip_meta(prompt):
+            problems.append(f"{ui_path}: converts to a different prompt than {api_path}; regenerate it with "
+                            f"python -m tools.make_ui_workflow {api_path}")
+    return problems
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.make_ui_workflow", description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="*", metavar="FILE.api.json")
+    ap.add_argument("--check", action="store_true", help="verify every *.api.json has a current UI twin")
+    ap.add_argument("--dir", default=os.path.join(REPO_ROOT, "workflows"), help="folder for --check")
+    ap.add_argument("--object-info", help="saved GET /object_info JSON")
+    args = ap.parse_args(argv)
+    schemas = load_schemas(args.object_info)
+    if args.check:
+        problems = check_twins(args.dir, schemas)
+        for p in problems:
+            print(p)
+        if not problems:
+            print(f"{args.dir}: all UI twins current")
+        return 1 if problems else 0
+    if not args.files:
+        ap.error("give FILE.api.json files, or --check")
+    status = 0
+    for path in args.files:
+        try:
+            print(f"wrote {write_twin(path, schemas)}")
+        except (OSError, ValueError) as e:
+            print(f"{path}: {e}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The one place SwapForge touches ComfyUI: model folders, devices, the memory manager, progress and
+interrupts. Everything else asks this module. Without ComfyUI (tests, scripts) each service has a plain
+fallback: folders under $SWAPFORGE_MODELS_DIR (default ./models), the CPU, a no-op progress bar.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict, List, Optional
+
+log = logging.getLogger("SwapForge")
+
+try:  # inside a ComfyUI server
+    import folder_paths  # type: ignore
+    import comfy.model_management as _mm  # type: ignore
+    import comfy.utils as _cu  # type: ignore
+    HAS_COMFY = True
+except Exception:  # plain Python: tests, scripts
+    folder_paths = None
+    _mm = None
+    _cu = None
+    HAS_COMFY = False
+
+# SwapForge's own folders, relative to ComfyUI's models dir. Core keys are reused where the file is the
+# same kind (insightface packs live where every insightface-based pack keeps them).
+SWAPFORGE_FOLDERS: Dict[str, str] = {
+    "swapforge_identities": os.path.join("swapforge", "identities"),
+}
+CORE_FOLDERS: Dict[str, str] = {
+    "insightface": "insightface",
+}
+_fallback_extra: Dict[str, List[str]] = {}
+
+
+def models_dir() -> str:
+    if HAS_COMFY:
+        return folder_paths.models_dir
+    return os.path.abspath(os.environ.get("SWAPFORGE_MODELS_DIR", "models"))
+
+
+def register_folders() -> None:
+    """Register SwapForge's folders with ComfyUI, extending (never replacing) what users configured in
+    extra_model_paths.yaml. Safe to call more than once."""
+    if not HAS_COMFY:
+        return
+    for key, rel in {**SWAPFORGE_FOLDERS, **CORE_FOLDERS}.items():
+        path = os.path.join(folder_paths.models_dir, rel)
+        known = folder_paths.folder_names_and_paths.get(key)
+        if known is None or path not in known[0]:
+            folder_paths.add_model_folder_path(key, path)
+    # an empty extension set means "any file": identities are .safetensors only
+    paths, _ = folder_paths.folder_names_and_paths["swapforge_identities"]
+    folder_paths.folder_names_and_paths["swapforge_identities"] = (paths, {".safetensors"})
+
+
+def folder_paths_for(key: str) -> List[str]:
+    """All folders registered under a key (the default first)."""
+    if HAS_COMFY:
+        try:
+            return list(folder_paths.get_folder_paths(key))
+        except KeyError:
+            return []
+    rel = SWAPFORGE_FOLDERS.get(key) or CORE_FOLDERS.get(key) or key
+    return [os.path.join(models_dir(), rel)] + _fallback_extra.get(key, [])
+
+
+def add_folder(key: str, path: str) -> None:
+    """Add a folder to a key (tests, scripts; ComfyUI users use extra_model_paths.yaml)."""
+    if HAS_COMFY:
+        folder_paths.add_model_folder_path(key, path)
+    else:
+        _fallback_extra.setdefault(key, []).append(path)
+
+
+def default_folder(key: str) -> str:
+    paths = folder_paths_for(key)
+    if not paths:
+        raise KeyError(f"SwapForge: no model folder registered for {key!r}.")
+    return paths[0]
+
+
+def list_files(key: str, extensions=(".safetensors",)) -> List[str]:
+    """File names (relative to their folder) under a key, sorted."""
+    if HAS_COMFY:
+        try:
+            return [f for f in folder_paths.get_filename_list(key) if f.lower().endswith(tuple(extensions))]
+        except KeyError:
+            return []
+    out = set()
+    for root in folder_paths_for(key):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                if f.lower().endswith(tuple(extensions)):
+                    out.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def full_path(key: str, name: str) -> Optional[str]:
+    """The full path of a file under a key, or None."""
+    if HAS_COMFY:
+        try:
+            return folder_paths.get_full_path(key, name)
+        except KeyError:
+            return None
+    for root in folder_paths_for(key):
+        p = os.path.join(root, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def output_directory() -> str:
+    if HAS_COMFY:
+        return folder_paths.get_output_directory()
+    return os.path.abspath(os.environ.get("SWAPFORGE_OUTPUT_DIR", "output"))
+
+
+# ---------------------------------------------------------------- interrupts and progress
+
+class Interrupted(Exception):
+    """Raised by the fallback interrupt check (ComfyUI raises its own InterruptProcessingException)."""
+
+
+_fallback_interrupt = False
+
+
+def request_interrupt(value: bool = True) -> None:
+    """Ask the running loop to stop at its next progress step (tests; ComfyUI has POST /interrupt)."""
+    global _fallback_interrupt
+    if HAS_COMFY:
+        _mm.interrupt_current_processing(value)
+    else:
+        _fallback_interrupt = value
+
+
+def check_interrupt() -> None:
+    """Raise if the user pressed Cancel (ComfyUI) or request_interrupt() was called (fallback)."""
+    global _fallback_interrupt
+    if HAS_COMFY:
+        _mm.throw_exception_if_processing_interrupted()
+    elif _fallback_interrupt:
+        _fallback_interrupt = False
+        raise Interrupted("SwapForge: processing was interrupted.")
+
+
+class Progress:
+    """A progress bar that is also an interrupt point: call it (or .update()) once per frame/step.
+
+    Inside ComfyUI it drives comfy.utils.ProgressBar (websocket `progress` messages, the node's bar in the
+    editor); everywhere it checks for interrupts first. An optional `on_step(done, total)` callback is
+    called too (scripts print with it).
+    """
+
+    def __init__(self, total: int, on_step: Optional[Callable[[int, int], None]] = None):
+        self.total = max(int(total), 1)
+        self.done = 0
+        self.on_step = on_step
+        self._bar = _cu.ProgressBar(self.total) if HAS_COMFY else None
+
+    def update(self, n: int = 1, preview=None) -> None:
+        check_interrupt()
+        self.done += n
+        if self._bar is not None:
+            if preview is not None:
+                self._bar.update_absolute(self.done, self.total, preview)
+            else:
+                self._bar.update(n)
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+    __call__ = update
+
+
+# ---------------------------------------------------------------- devices and the memory manager
+
+def torch_device():
+    import torch
+    return _mm.get_torch_device() if HAS_COMFY else torch.device("cpu")
+
+
+def intermediate_device():
+    import torch
+    return _mm.intermediate_device() if HAS_COMFY else torch.device("cpu")
+
+
+def compute_dtype(device=None):
+    """The dtype ComfyUI would pick for a model on `device` (float32 without ComfyUI)."""
+    import torch
+    if not HAS_COMFY:
+        return torch.float32
+    device = device or _mm.get_torch_device()
+    return torch.float16 if _mm.should_use_fp16(device) else torch.float32
+
+
+class ManagedModel:
+    """A torch module placed through ComfyUI's memory manager (ModelPatcher + load_models_gpu), so it is
+    loaded, offloaded and counted like ComfyUI's own models. Without ComfyUI it stays on the CPU.
+
+    Use `module = managed.load()` right before running it; never pick a GPU by hand.
+    """
+
+    def __init__(self, module, size_bytes: Optional[int] = None):
+        self.module = module
+        self.patcher = None
+        if HAS_COMFY:
+            import comfy.model_patcher  # type: ignore
+            self.patcher = comfy.model_patcher.ModelPatcher(
+                module, load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device(),
+                size=size_bytes or 0)
+
+    @property
+    def device(self):
+        import torch
+        if self.patcher is not None:
+            return self.patcher.load_device
+        return torch.device("cpu")
+
+    def load(self):
+        if self.patcher is not None:
+            _mm.load_models_gpu([self.patcher])
+        return self.module
+
+
+def numpy_images(image):
+    """ComfyUI IMAGE tensor [B,H,W,C] -> float32 numpy [B,H,W,3] (alpha dropped, grey expanded)."""
+    import numpy as np
+    a = image.detach().cpu().float().numpy() if hasattr(image, "detach") else np.asarray(image, np.float32)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"SwapForge: expected an IMAGE batch [B,H,W,C], got shape {tuple(a.shape)}.")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3], dtype=np.float32)
+
+
+def to_image(a):
+    """float numpy [B,H,W,3] -> ComfyUI IMAGE tensor on the intermediate device."""
+    import numpy as np
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(intermediate_device())
+
+
+def to_mask(a):
+    """float numpy [B,H,W] -> ComfyUI MASK tensor on the intermediate device."""
+    return to_image(a)

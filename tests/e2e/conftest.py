@@ -1,0 +1,214 @@
+"""End-to-end fixtures: run the pack inside a real ComfyUI server.
+
+Set SWAPFORGE_COMFYUI_DIR to a ComfyUI checkout (and SWAPFORGE_COMFYUI_PYTHON to the interpreter of
+its environment, default: the one running pytest) to enable these tests; without it every test in
+tests/e2e is skipped. Nothing here downloads or installs ComfyUI: see tests/e2e/README.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMFY_DIR = os.environ.get("SWAPFORGE_COMFYUI_DIR", "")
+COMFY_PYTHON = os.environ.get("SWAPFORGE_COMFYUI_PYTHON", "") or sys.executable
+START_TIMEOUT_S = 120
+PACK_LINK_NAME = "SwapForge"
+
+
+@pytest.fixture(autouse=True)
+def _require_comfyui():
+    if not COMFY_DIR:
+        pytest.skip("end-to-end tests need a ComfyUI checkout: set SWAPFORGE_COMFYUI_DIR "
+                    "(see tests/e2e/README.md)")
+
+
+@dataclasses.dataclass
+class ComfyServer:
+    url: str  # e.g. http://127.0.0.1:40123
+    log_path: str
+    base_dir: str
+    output_dir: str
+    input_dir: str
+    temp_dir: str
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def get_json(self, path: str, timeout: float = 30):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return json.loads(r.read().decode("utf-8"))
+
+    def post_json(self, path: str, payload, timeout: float = 30):
+        """POST JSON; returns (status, decoded body) for 2xx and 4xx answers alike."""
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode("utf-8"),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                body = r.read().decode("utf-8")
+                return r.status, (json.loads(body) if body.strip() else None)
+        except urllib.error.HTTPError as e:
+            body = e.read().decode("utf-8", errors="replace")
+            try:
+                return e.code, json.loads(body)
+            except ValueError:
+                return e.code, body
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _supported_flags(comfy_dir: str) -> str:
+    """The text of ComfyUI's cli_args.py, to check which optional flags this version has."""
+    path = os.path.join(comfy_dir, "comfy", "cli_args.py")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A ComfyUI server on a free loopback port, with this repository loaded as custom node pack
+    `SwapForge` and private base/input/output/temp/user folders. Stopped after the session."""
+    if not COMFY_DIR:
+        pytest.skip("SWAPFORGE_COMFYUI_DIR is not set")
+    comfy_dir = os.path.abspath(COMFY_DIR)
+    main_py = os.path.join(comfy_dir, "main.py")
+    if not os.path.isfile(main_py):
+        pytest.fail(f"SWAPFORGE_COMFYUI_DIR={COMFY_DIR} has no main.py; point it at a ComfyUI checkout.")
+
+    base = tmp_path_factory.mktemp("comfyui")
+    dirs = {name: base / name for name in ("output", "input", "user", "models", "custom_nodes")}
+    for d in dirs.values():
+        d.mkdir()
+    # ComfyUI puts its temp folder at <--temp-directory>/temp (and empties it at start and exit).
+    dirs["temp"] = base / "temp"
+    os.symlink(ROOT, dirs["custom_nodes"] / PACK_LINK_NAME, target_is_directory=True)
+    extra_yaml = base / "extra_model_paths.yaml"
+    extra_yaml.write_text(f"swapforge_e2e:\n  custom_nodes: {dirs['custom_nodes']}\n", encoding="utf-8")
+
+    port = _free_port()
+    flags = _supported_flags(comfy_dir)
+    cmd = [COMFY_PYTHON, main_py, "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch", "--extra-model-paths-config", str(extra_yaml),
+           "--output-directory", str(dirs["output"]), "--input-directory", str(dirs["input"]),
+           "--temp-directory", str(base)]
+    if '"--disable-api-nodes"' in flags:
+        cmd.append("--disable-api-nodes")
+    if '"--base-directory"' in flags:
+        cmd += ["--base-directory", str(base)]
+    if '"--user-directory"' in flags:
+        cmd += ["--user-directory", str(dirs["user"])]
+    if '"--database-url"' in flags:
+        cmd += ["--database-url", f"sqlite:///{base / 'comfyui.db'}"]
+
+    log_path = base / "comfyui.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    server = ComfyServer(url=f"http://127.0.0.1:{port}", log_path=str(log_path), base_dir=str(base),
+                         output_dir=str(dirs["output"]), input_dir=str(dirs["input"]),
+                         temp_dir=str(dirs["temp"]), process=proc)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited with code {proc.returncode} before serving.\n"
+                            f"command: {' '.join(cmd)}\n--- log tail ---\n{server.log_tail()}")
+            try:
+                server.get_json("/object_info", timeout=10)
+                break
+            except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"ComfyUI did not serve /object_info within {START_TIMEOUT_S} s.\n"
+                            f"command: {' '.join(cmd)}\n--- log tail ---\n{server.log_tail()}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy_server):
+    """GET /object_info once per session."""
+    return comfy_server.get_json("/object_info", timeout=60)
+
+
+@pytest.fixture(scope="session")
+def input_photos(comfy_server):
+    """Copies tests/data/*.jpg into the server's input folder (workflows name them, e.g. obama.jpg)."""
+    data = os.path.join(ROOT, "tests", "data")
+    names = sorted(n for n in os.listdir(data) if n.lower().endswith(".jpg"))
+    for name in names:
+        shutil.copy2(os.path.join(data, name), os.path.join(comfy_server.input_dir, name))
+    return names
+
+
+class ComfyRunError(AssertionError):
+    """A queued prompt was rejected, failed or did not finish in time."""
+
+
+def _execution_error(entry) -> str:
+    for kind, data in (entry.get("status") or {}).get("messages", []):
+        if kind in ("execution_error", "execution_interrupted"):
+            tb = "".join(data.get("traceback") or [])
+            return (f"{kind} in node {data.get('node_id')} ({data.get('node_type')}): "
+                    f"{data.get('exception_type', '')}: {data.get('exception_message', '')}\n{tb}")
+    return json.dumps(entry.get("status"), indent=1)
+
+
+def queue_and_wait(server: ComfyServer, api_prompt: dict, timeout: float = 300) -> dict:
+    """Queue an API-format prompt and wait for it; returns its /history entry (status success).
+    Raises ComfyRunError with ComfyUI's node_errors / execution_error and the server log tail."""
+    status, body = server.post_json("/prompt", {"prompt": api_prompt, "client_id": uuid.uuid4().hex})
+    if status != 200 or not isinstance(body, dict) or "prompt_id" not in body:
+        raise ComfyRunError(f"ComfyUI rejected the prompt (HTTP {status}):\n"
+                            f"{json.dumps(body, indent=1) if isinstance(body, dict) else body}\n"
+                            f"--- server log tail ---\n{server.log_tail()}")
+    if body.get("node_errors"):
+        raise ComfyRunError(f"ComfyUI reported node_errors: {json.dumps(body['node_errors'], indent=1)}")
+    prompt_id = body["prompt_id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        history = server.get_json(f"/history/{prompt_id}")
+        entry = history.get(prompt_id)
+        if entry is not None and (entry.get("status") or {}).get("completed") is not None:
+            st = entry["status"]
+            if st.get("status_str") == "success" and st.get("completed"):
+                return entry
+            raise ComfyRunError(f"prompt {prompt_id} failed: {_execution_error(entry)}\n"
+                                f"--- server log tail ---\n{server.log_tail()}")
+        if server.process.poll() is not None:
+            raise ComfyRunError(f"ComfyUI exited (code {server.process.returncode}) while running "
+                                f"prompt {prompt_id}.\n--- server log tail ---\n{server.log_tail()}")
+        if time.monotonic() > deadline:
+            server.post_json("/interrupt", {"prompt_id": prompt_id})
+            raise ComfyRunError(f"prompt {prompt_id} did not finish within {timeout} s (interrupted).\n"
+                                f"--- server log tail ---\n{server.log_tail()}")
+        time.sleep(0.5)

@@ -18,7 +18,7 @@ def N():
 
 @pytest.fixture(scope="module")
 def fm(N):
-    return N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)")[0]
+    return N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)", 0)[0]
 
 
 @pytest.fixture(scope="module")

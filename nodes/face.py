@@ -27,6 +27,7 @@ class SwapForgeFaceModelLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (FACE_MODEL,)
     RETURN_NAMES = ("face_model",)
+    OUTPUT_TOOLTIPS = ("The face analyzer, for Detect Faces, identities and the swaps.",)
     FUNCTION = "load"
 
     @classmethod
@@ -87,6 +88,7 @@ class SwapForgeSelectFaces:
     CATEGORY = CATEGORY
     RETURN_TYPES = (FACES,)
     RETURN_NAMES = ("faces",)
+    OUTPUT_TOOLTIPS = ("The kept faces of every frame (frames keep their place, possibly with no face).",)
     FUNCTION = "select"
 
     @classmethod
@@ -124,6 +126,7 @@ class SwapForgeTrackFaces:
     CATEGORY = CATEGORY
     RETURN_TYPES = (FACES, "STRING")
     RETURN_NAMES = ("faces", "report")
+    OUTPUT_TOOLTIPS = ("The faces with stable track ids, smoothed keypoints and flagged interpolated entries.", "Tracks, their frame ranges, filled gaps and frames without a face.")
     FUNCTION = "track"
 
     @classmethod
@@ -151,6 +154,7 @@ class SwapForgeAlignCrop:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", CROPS, "MASK")
     RETURN_NAMES = ("crops", "crop_info", "crop_masks")
+    OUTPUT_TOOLTIPS = ("One aligned square crop per face (placeholders for frames without a face).", "The crop record Paste Back needs: affine, frame and face index per crop.", "A face-region mask per crop (all zero for placeholders).")
     FUNCTION = "crop"
 
     @classmethod
@@ -179,6 +183,7 @@ class SwapForgePasteBack:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "mask")
+    OUTPUT_TOOLTIPS = ("The frames with the crops pasted back; untouched outside the mask.", "Where each frame was changed (the feathered mask actually used).")
     FUNCTION = "paste"
 
     @classmethod
@@ -212,6 +217,7 @@ class SwapForgeBuildIdentity:
     CATEGORY = CATEGORY
     RETURN_TYPES = (IDENTITY, "STRING")
     RETURN_NAMES = ("identity", "report")
+    OUTPUT_TOOLTIPS = ("The identity: a mean face embedding.", "How many photos had a face, and the backend.")
     FUNCTION = "build"
 
     @classmethod
@@ -262,6 +268,7 @@ class SwapForgeLoadIdentity:
     CATEGORY = CATEGORY
     RETURN_TYPES = (IDENTITY,)
     RETURN_NAMES = ("identity",)
+    OUTPUT_TOOLTIPS = ("The identity stored in the file.",)
     FUNCTION = "load"
 
     @classmethod
@@ -285,6 +292,7 @@ class SwapForgeIdentitySimilarity:
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("similarity", "summary")
     OUTPUT_IS_LIST = (True, False)
+    OUTPUT_TOOLTIPS = ("Cosine similarity per frame (a list, one FLOAT per frame; 0 where no face).", "Matches, frames without a face, mean/min/max.")
     FUNCTION = "compare"
 
     @classmethod

@@ -17,6 +17,7 @@ class SwapForgeFaceParts:
     CATEGORY = CATEGORY
     RETURN_TYPES = (PARTS, "MASK", "MASK", "MASK", "IMAGE")
     RETURN_NAMES = ("parts", "eyes_mask", "nose_mask", "mouth_mask", "preview")
+    OUTPUT_TOOLTIPS = ("FuseAnyPart part boxes per frame and face: [y0, x0, y1, x1], normalised.", "Soft mask of the eyes and brows.", "Soft mask of the nose.", "Soft mask of the mouth.", "The frames with the part boxes drawn.")
     FUNCTION = "parts"
 
     @classmethod
@@ -49,6 +50,7 @@ class SwapForgeClassicPartSwap:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK", "STRING")
     RETURN_NAMES = ("image", "mask", "status")
+    OUTPUT_TOOLTIPS = ("The edited frames (frames without a face unchanged).", "Where each frame was changed: the union of the part masks.", "One line per frame: swapped, or why not.")
     FUNCTION = "swap"
 
     @classmethod

@@ -52,6 +52,9 @@ def test_every_input_has_a_tooltip_and_types_are_comfy_or_prefixed(pack):
             assert typ in COMFY_TYPES or typ.startswith("SWAPFORGE_"), f"{node_id} returns {typ}"
         if getattr(cls, "RETURN_NAMES", None):
             assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+        if cls.RETURN_TYPES:
+            tips = getattr(cls, "OUTPUT_TOOLTIPS", ())
+            assert len(tips) == len(cls.RETURN_TYPES) and all(tips), f"{node_id}: output tooltips"
         if getattr(cls, "OUTPUT_IS_LIST", None):
             assert len(cls.OUTPUT_IS_LIST) == len(cls.RETURN_TYPES)
 

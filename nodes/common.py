@@ -7,7 +7,8 @@ FACE_MODEL = "SWAPFORGE_FACE_MODEL"
 FACES = "SWAPFORGE_FACES"
 CROPS = "SWAPFORGE_CROPS"
 IDENTITY = "SWAPFORGE_IDENTITY"
-PARTS = "SWAPFORGE_PARTS"
+PARTS_TYPE = "SWAPFORGE_PARTS"
+PARTS = ("eyes", "nose", "mouth")
 
 images_np = services.numpy_images
 to_image = services.to_image

@@ -6,7 +6,7 @@ import numpy as np
 from ..models.face import detect
 from ..models.face.records import FaceSet
 from ..models.partswap import blend, classic, parts
-from .common import FACE_MODEL, FACES, PARTS, images_np, progress, to_image, to_mask
+from .common import FACE_MODEL, FACES, PARTS_TYPE, images_np, progress, to_image, to_mask
 
 CATEGORY = "SwapForge/Part swap"
 
@@ -15,7 +15,7 @@ class SwapForgeFaceParts:
     DESCRIPTION = ("Eyes (with brows), nose and mouth of each face from its 68 landmarks: FuseAnyPart part boxes "
                    "([y0, x0, y1, x1], normalised, tiled vertically) and soft masks.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = (PARTS, "MASK", "MASK", "MASK", "IMAGE")
+    RETURN_TYPES = (PARTS_TYPE, "MASK", "MASK", "MASK", "IMAGE")
     RETURN_NAMES = ("parts", "eyes_mask", "nose_mask", "mouth_mask", "preview")
     OUTPUT_TOOLTIPS = ("FuseAnyPart part boxes per frame and face: [y0, x0, y1, x1], normalised.", "Soft mask of the eyes and brows.", "Soft mask of the nose.", "Soft mask of the mouth.", "The frames with the part boxes drawn.")
     FUNCTION = "parts"

@@ -25,6 +25,12 @@ except Exception:  # plain Python: tests, scripts
 # same kind (insightface packs live where every insightface-based pack keeps them).
 SWAPFORGE_FOLDERS: Dict[str, str] = {
     "swapforge_identities": os.path.join("swapforge", "identities"),
+    "swapforge_fuseanypart": os.path.join("swapforge", "fuseanypart"),
+}
+# Extensions per SwapForge folder (ComfyUI lists only these).
+FOLDER_EXTENSIONS: Dict[str, set] = {
+    "swapforge_identities": {".safetensors"},
+    "swapforge_fuseanypart": {".bin", ".safetensors", ".sft"},
 }
 CORE_FOLDERS: Dict[str, str] = {
     "insightface": "insightface",
@@ -48,9 +54,10 @@ def register_folders() -> None:
         known = folder_paths.folder_names_and_paths.get(key)
         if known is None or path not in known[0]:
             folder_paths.add_model_folder_path(key, path)
-    # an empty extension set means "any file": identities are .safetensors only
-    paths, _ = folder_paths.folder_names_and_paths["swapforge_identities"]
-    folder_paths.folder_names_and_paths["swapforge_identities"] = (paths, {".safetensors"})
+    # an empty extension set means "any file": list only the files each folder is for
+    for key, exts in FOLDER_EXTENSIONS.items():
+        paths, _ = folder_paths.folder_names_and_paths[key]
+        folder_paths.folder_names_and_paths[key] = (paths, set(exts))
 
 
 def folder_paths_for(key: str) -> List[str]:
@@ -221,6 +228,19 @@ class ManagedModel:
         if self.patcher is not None:
             _mm.load_models_gpu([self.patcher])
         return self.module
+
+
+def load_diffusion_model(unet_sd: dict, what: str):
+    """A ComfyUI MODEL (ModelPatcher) from a UNet state dict (diffusers or ldm layout), with ComfyUI's own
+    model detection, dtype choice and memory management."""
+    if not HAS_COMFY:
+        raise RuntimeError(f"SwapForge: {what} can only be turned into a MODEL inside ComfyUI.")
+    import comfy.sd  # type: ignore
+    model = comfy.sd.load_diffusion_model_state_dict(unet_sd)
+    if model is None:
+        raise ValueError(f"SwapForge: ComfyUI could not recognise the UNet in {what}. Expected an SD1.5 UNet "
+                         "with a 9-channel input (FuseAnyPart's fap.bin).")
+    return model
 
 
 def numpy_images(image):

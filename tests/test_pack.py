@@ -21,7 +21,7 @@ def pack():
 def test_every_family_loads_without_errors(pack):
     nodes = sys.modules["swapforge.nodes"]
     assert nodes.DISABLED_FAMILIES == {}
-    assert set(nodes.FAMILIES) == {"face", "partswap"}
+    assert set(nodes.FAMILIES) == {"face", "partswap", "fuseanypart"}
 
 
 def test_node_ids_are_prefixed_and_have_display_names_and_categories(pack):

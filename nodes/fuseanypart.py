@@ -1,0 +1,229 @@
+"""Part swap family, diffusion path: FuseAnyPart (NeurIPS 2024) as ComfyUI stages.
+
+Face parts (nodes/partswap.py) -> CLIP Part Encoder -> Mask Fusion (eq. 3) -> Addition Injector (eq. 4,
+a patched clone of the MODEL) ; FuseAnyPart Conditioning (VAE + masked reference latent) -> a stock
+KSampler (the authors: DDIM, 50 steps, cfg 7.5) -> VAE Decode -> Paste Back.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..models.fuseanypart import clip_inputs, fusion, pipeline
+from . import services
+from .common import PARTS, PARTS_TYPE, progress
+
+CATEGORY = "SwapForge/Part swap/FuseAnyPart"
+FEATURES = "SWAPFORGE_PART_FEATURES"
+COND = "SWAPFORGE_FAP_COND"
+ADAPTER = "SWAPFORGE_FAP_ADAPTER"
+FAP_EXTS = (".bin", ".safetensors", ".sft")
+
+
+def _boxes_of(partset, face_index: int, what: str):
+    """One part-box dict per frame: the face `face_index` of each frame (error naming frames without it)."""
+    out, missing = [], []
+    for i, faces in enumerate(partset.frames):
+        if face_index < len(faces):
+            out.append(faces[face_index].as_dict())
+        else:
+            missing.append(i)
+    if missing:
+        raise ValueError(f"SwapForge FuseAnyPart: the {what} has no face {face_index} in frame(s) {missing}. "
+                         "FuseAnyPart needs a face in every target crop: select the frames with a face, or use "
+                         "Align & Crop's crops (one face each).")
+    return out
+
+
+class SwapForgeFuseAnyPartLoader:
+    DESCRIPTION = ("Loads FuseAnyPart's fap.bin (or the pack's .safetensors export) from models/swapforge/fuseanypart: "
+                   "the fine-tuned 9-channel SD1.5 inpainting UNet as a MODEL, and the part MLP with its 16 "
+                   "per-layer projectors as the adapter.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL", ADAPTER)
+    RETURN_NAMES = ("model", "fap_adapter")
+    OUTPUT_TOOLTIPS = ("The FuseAnyPart UNet (input channels in ComfyUI's inpaint order).",
+                       "The part MLP and per-layer projectors, for the Addition Injector.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"fap_name": (services.list_files("swapforge_fuseanypart", FAP_EXTS), {
+            "tooltip": "fap.bin from the FuseAnyPart authors' release (about 3.4 GB), in "
+                       "models/swapforge/fuseanypart."})}}
+
+    def load(self, fap_name):
+        path = services.full_path("swapforge_fuseanypart", fap_name)
+        if path is None:
+            raise FileNotFoundError(
+                f"SwapForge: no FuseAnyPart weights named {fap_name!r} in "
+                f"{services.folder_paths_for('swapforge_fuseanypart')}. Expected fap.bin (about 3.4 GB, from the "
+                "FuseAnyPart authors' release, hub repo Thomas-Tom/FuseAnyPart; no licence stated: research use). "
+                "Put the file there and refresh the node list.")
+        unet_sd, adapter = pipeline.load_fap(path)
+        return (services.load_diffusion_model(unet_sd, path), adapter)
+
+
+class SwapForgeCLIPPartEncoder:
+    DESCRIPTION = ("Encodes the target (its part boxes painted skin colour) and each part reference (black except "
+                   "its box) with CLIP vision, keeping the penultimate 257 tokens, plus the all-zero-input tokens "
+                   "for the unconditional branch. Any reference may be the same photo; any may be left out.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (FEATURES,)
+    RETURN_NAMES = ("part_features",)
+    OUTPUT_TOOLTIPS = ("CLIP tokens of the target, the references and the zero input, with their part boxes.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        ref = "A photo to take the {0} from (first image of the batch); needs {0}_parts."
+        refp = "Face Parts of the {0} photo (its face 0 is used)."
+        opt = {}
+        for p in PARTS:
+            opt[f"{p}_image"] = ("IMAGE", {"tooltip": ref.format(p)})
+            opt[f"{p}_parts"] = (PARTS_TYPE, {"tooltip": refp.format(p)})
+        return {"required": {
+            "clip_vision": ("CLIP_VISION", {"tooltip": "CLIP ViT-H/14 vision (the width fap.bin was trained with; "
+                                                       "the injector refuses another width)."}),
+            "target": ("IMAGE", {"tooltip": "Square aligned face crops (Align & Crop, ffhq, 512)."}),
+            "target_parts": (PARTS_TYPE, {"tooltip": "Face Parts of the target crops."}),
+        }, "optional": opt}
+
+    def encode(self, clip_vision, target, target_parts, **refs):
+        boxes = _boxes_of(target_parts, 0, "target")
+        if len(boxes) != target.shape[0]:
+            raise ValueError(f"SwapForge CLIP Part Encoder: {len(boxes)} frame(s) of parts for {target.shape[0]} "
+                             "target image(s). Connect the parts computed on these target images.")
+        references = {}
+        for p in PARTS:
+            img, parts = refs.get(f"{p}_image"), refs.get(f"{p}_parts")
+            if (img is None) != (parts is None):
+                raise ValueError(f"SwapForge CLIP Part Encoder: connect both {p}_image and {p}_parts (or neither).")
+            if img is not None:
+                references[p] = (img[:1], _boxes_of(parts, 0, f"{p} reference")[0][p])
+        bar = progress(2 + len(references))
+
+        def encode(images):
+            out = clip_vision.encode_image(images).penultimate_hidden_states
+            bar()
+            return out.float().cpu()
+
+        return (pipeline.encode_parts(encode, target.float(), boxes, references),)
+
+
+class SwapForgeMaskFusion:
+    DESCRIPTION = ("Paper eq. 3: pastes each reference part's CLIP patch features (its box on the 16x16 grid, "
+                   "nearest-resized) into the target's grid at the target's box. CLS stays the target's.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (COND,)
+    RETURN_NAMES = ("fap_cond",)
+    OUTPUT_TOOLTIPS = ("The fused features and the unconditional features, for the Addition Injector.",)
+    FUNCTION = "fuse"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = {"part_features": (FEATURES, {"tooltip": "From CLIP Part Encoder."})}
+        for p in PARTS:
+            req[f"swap_{p}"] = ("BOOLEAN", {"default": True, "tooltip": f"Take the {p} from its reference (when "
+                                                                        "one is connected); off keeps the target's."})
+        return {"required": req}
+
+    def fuse(self, part_features, swap_eyes, swap_nose, swap_mouth):
+        f = part_features
+        enabled = {"eyes": swap_eyes, "nose": swap_nose, "mouth": swap_mouth}
+        return (fusion.make_condition(f.target_tokens, f.sources, f.target_boxes, f.uncond, enabled),)
+
+
+class SwapForgeAdditionInjector:
+    DESCRIPTION = ("Paper eq. 4 on all 16 cross-attention layers, as the released inference: each layer outputs "
+                   "to_out(lambda * upsampled projector(MLP(fused features))) instead of text attention; the "
+                   "unconditional rows get the zero-input features. Returns a patched clone; the input MODEL is "
+                   "not modified.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The patched model, for a KSampler (text prompts have no effect while it is active).",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The FuseAnyPart UNet from FuseAnyPart Loader."}),
+            "fap_adapter": (ADAPTER, {"tooltip": "From FuseAnyPart Loader."}),
+            "fap_cond": (COND, {"tooltip": "From Mask Fusion."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05,
+                                   "tooltip": "lambda of eq. 4 (the authors use 1.0)."}),
+            "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                        "tooltip": "Sampling progress where the injection starts."}),
+            "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "Sampling progress where it stops (plain text attention "
+                                                 "outside the range)."}),
+        }}
+
+    def patch(self, model, fap_adapter, fap_cond, strength, start_percent, end_percent):
+        if start_percent > end_percent:
+            raise ValueError("SwapForge Addition Injector: start_percent is after end_percent. Make start <= end.")
+        sigma_start = sigma_end = None
+        if start_percent > 0.0 or end_percent < 1.0:
+            ms = model.get_model_object("model_sampling")
+            sigma_start, sigma_end = float(ms.percent_to_sigma(start_percent)), float(ms.percent_to_sigma(end_percent))
+        m = model.clone()
+        for key, p in pipeline.attn2_patches(fap_adapter, fap_cond, strength, sigma_start, sigma_end):
+            m.set_model_attn2_replace(p, *key)
+        return (m,)
+
+
+class SwapForgeFuseAnyPartConditioning:
+    DESCRIPTION = ("The inpainting inputs of FuseAnyPart: VAE-encodes the target with its part boxes skin-filled, "
+                   "fills the latent inside the boxes with seeded noise, and returns conditioning (carrying the "
+                   "concat latent and mask) and an empty LATENT for a stock KSampler. The authors sample with "
+                   "DDIM, 50 steps, cfg 7.5, at 512 px.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    OUTPUT_TOOLTIPS = ("Positive conditioning (text is ignored by the injection; an empty context is used).",
+                       "Negative conditioning (the injector feeds it the zero-input features).",
+                       "Empty latent of the target's size: sample it at denoise 1.0.")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("VAE", {"tooltip": "The SD1.5 VAE (the authors use the base model's)."}),
+            "target": ("IMAGE", {"tooltip": "The same square target crops as the CLIP Part Encoder's."}),
+            "target_parts": (PARTS_TYPE, {"tooltip": "Face Parts of the target crops."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Seed of the noise put in the latent inside the part boxes."}),
+        }}
+
+    def encode(self, vae, target, target_parts, seed):
+        b, h, w, _ = target.shape
+        if h != w or h % 64:
+            raise ValueError(f"SwapForge FuseAnyPart: the target is {w}x{h}; FuseAnyPart works on square crops whose "
+                             "side is a multiple of 64 (it was trained at 512). Use Align & Crop at 512.")
+        boxes = _boxes_of(target_parts, 0, "target")
+        if len(boxes) != b:
+            raise ValueError(f"SwapForge FuseAnyPart Conditioning: {len(boxes)} frame(s) of parts for {b} target(s).")
+        skin = clip_inputs.skin_fill_target(target.float().cpu(), boxes)
+        latent = vae.encode(skin[..., :3]).float().cpu()
+        mask = clip_inputs.latent_mask(clip_inputs.boxes_mask(boxes, (h, w)), tuple(latent.shape[-2:]))
+        concat = pipeline.inpaint_concat_latent(latent, mask, seed)
+        context = torch.zeros((1, 77, 768))
+        extra = {"concat_latent_image": concat, "concat_mask": mask}
+        cond = [[context, dict(extra)]]
+        return (cond, [[context.clone(), dict(extra)]], {"samples": torch.zeros_like(latent)})
+
+
+NODE_CLASS_MAPPINGS = {
+    "SwapForge_FuseAnyPartLoader": SwapForgeFuseAnyPartLoader,
+    "SwapForge_CLIPPartEncoder": SwapForgeCLIPPartEncoder,
+    "SwapForge_MaskFusion": SwapForgeMaskFusion,
+    "SwapForge_AdditionInjector": SwapForgeAdditionInjector,
+    "SwapForge_FuseAnyPartConditioning": SwapForgeFuseAnyPartConditioning,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SwapForge_FuseAnyPartLoader": "FuseAnyPart Loader (SwapForge)",
+    "SwapForge_CLIPPartEncoder": "CLIP Part Encoder (SwapForge)",
+    "SwapForge_MaskFusion": "Mask Fusion (SwapForge)",
+    "SwapForge_AdditionInjector": "Addition Injector (SwapForge)",
+    "SwapForge_FuseAnyPartConditioning": "FuseAnyPart Conditioning (SwapForge)",
+}

@@ -8,7 +8,7 @@ import pytest
 from packloader import load_pack
 
 # Combo inputs that list files on disk: empty until the user has such a file (as in ComfyUI's own loaders).
-FILE_LIST_INPUTS = {("SwapForge_LoadIdentity", "name")}
+FILE_LIST_INPUTS = {("SwapForge_LoadIdentity", "name"), ("SwapForge_FuseAnyPartLoader", "fap_name")}
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "MODEL", "VAE", "CLIP_VISION", "INT", "FLOAT",
                "STRING", "BOOLEAN"}
 

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import EqualLinear
+
 PSP_SPLIT = (3, 4, 11)  # pSp / e4e: heads 0-2 on the 16 px map, 3-6 on 32 px, 7-17 on 64 px
 PAPER_SPLIT = (6, 6, 6)  # the paper's three levels of 6 style elements each
 LEVELS = (16, 32, 64)  # pyramid resolutions for a 256 px input: coarse, middle, fine
@@ -100,21 +102,6 @@ def ir_se50_units(channels: int = 64) -> list:
 
 # body indices whose outputs pSp taps: end of stage 2 (c1), stage 3 (c2), stage 4 (c3)
 TAP_C1, TAP_C2, TAP_C3 = 6, 20, 23
-
-
-class EqualLinear(nn.Module):
-    """StyleGAN2's equalised linear layer as pSp uses it: y = x (W * lr_mul / sqrt(in))^T + b * lr_mul,
-    weight [out, in] stored as N(0, 1) / lr_mul, bias [out] (keys ``weight``, ``bias``)."""
-
-    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale = (1.0 / math.sqrt(in_dim)) * lr_mul
-        self.lr_mul = lr_mul
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
 class GradualStyleBlock(nn.Module):

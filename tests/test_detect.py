@@ -353,3 +353,16 @@ def test_insightface_analyzer_maps_detections_landmarks_and_embeddings(monkeypat
     assert fs.counts() == [1] and fs.backend == "insightface/buffalo_l"
     e = a.embed(np.zeros((100, 200, 3), np.uint8), raw)
     np.testing.assert_allclose(e, [[20, 1, 0, 0] / np.sqrt(401), [110, 1, 0, 0] / np.sqrt(12101)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_hog_and_mmod_backends_agree_on_the_68_landmarks(photo, photo_faces, name):
+    """Two embedded backends (different detectors, same landmark model): their landmarks of the same face
+    agree to a few percent of the inter-ocular distance."""
+    mmod = photo_faces(name)
+    hog = filter_faces(DlibAnalyzer("hog", upsample=1).detect(to_uint8(photo(name))), 0.5, 0, 1, "largest_first")
+    assert len(mmod) == 1 and len(hog) == 1
+    a, b = mmod.landmarks68[0], hog.landmarks68[0]
+    iod = np.linalg.norm(a[36:42].mean(0) - a[42:48].mean(0))
+    err = np.linalg.norm(a - b, axis=1).mean() / iod
+    assert err < 0.08, f"{name}: mean landmark difference {err:.3f} x inter-ocular distance"

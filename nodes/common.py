@@ -1,6 +1,9 @@
 """Small helpers every SwapForge node family shares: type names and IMAGE/MASK conversion."""
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from . import services
 
 FACE_MODEL = "SWAPFORGE_FACE_MODEL"
@@ -10,22 +13,43 @@ IDENTITY = "SWAPFORGE_IDENTITY"
 PARTS_TYPE = "SWAPFORGE_PARTS"
 PARTS = ("eyes", "nose", "mouth")
 
-images_np = services.numpy_images
-to_image = services.to_image
-to_mask = services.to_mask
-
 
 def progress(total: int) -> services.Progress:
     """A per-frame progress bar that is also an interrupt point."""
     return services.Progress(total)
 
 
-def mask_np(mask):
+def _float_np(t) -> np.ndarray:
+    return t.detach().cpu().float().numpy() if hasattr(t, "detach") else np.asarray(t, np.float32)
+
+
+def images_np(image) -> np.ndarray:
+    """ComfyUI IMAGE [B,H,W,C] (or [H,W,C]) -> float32 numpy [B,H,W,3] (alpha dropped, grey expanded)."""
+    a = _float_np(image)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"SwapForge: expected an IMAGE batch [B,H,W,C], got shape {tuple(a.shape)}.")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3], dtype=np.float32)
+
+
+def mask_np(mask) -> np.ndarray:
     """ComfyUI MASK [B,H,W] (or [H,W]) -> float32 numpy [B,H,W]."""
-    import numpy as np
-    a = mask.detach().cpu().float().numpy() if hasattr(mask, "detach") else np.asarray(mask, np.float32)
+    a = _float_np(mask)
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3:
         raise ValueError(f"SwapForge: expected a MASK [B,H,W], got shape {tuple(a.shape)}.")
     return a
+
+
+def to_image(a) -> torch.Tensor:
+    """float numpy [B,H,W,3] -> ComfyUI IMAGE tensor on the intermediate device."""
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(services.intermediate_device())
+
+
+def to_mask(a) -> torch.Tensor:
+    """float numpy [B,H,W] -> ComfyUI MASK tensor on the intermediate device."""
+    return to_image(a)

@@ -241,28 +241,3 @@ def load_diffusion_model(unet_sd: dict, what: str):
         raise ValueError(f"SwapForge: ComfyUI could not recognise the UNet in {what}. Expected an SD1.5 UNet "
                          "with a 9-channel input (FuseAnyPart's fap.bin).")
     return model
-
-
-def numpy_images(image):
-    """ComfyUI IMAGE tensor [B,H,W,C] -> float32 numpy [B,H,W,3] (alpha dropped, grey expanded)."""
-    import numpy as np
-    a = image.detach().cpu().float().numpy() if hasattr(image, "detach") else np.asarray(image, np.float32)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4:
-        raise ValueError(f"SwapForge: expected an IMAGE batch [B,H,W,C], got shape {tuple(a.shape)}.")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return np.ascontiguousarray(a[..., :3], dtype=np.float32)
-
-
-def to_image(a):
-    """float numpy [B,H,W,3] -> ComfyUI IMAGE tensor on the intermediate device."""
-    import numpy as np
-    import torch
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(intermediate_device())
-
-
-def to_mask(a):
-    """float numpy [B,H,W] -> ComfyUI MASK tensor on the intermediate device."""
-    return to_image(a)

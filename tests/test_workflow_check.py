@@ -368,3 +368,11 @@ def test_make_ui_workflow_writes_twins_and_check_finds_stale_ones(tmp_path, sche
     assert len(problems) == 1 and "portrait.json" in problems[0]
     (tmp_path / "lonely.api.json").write_text(json.dumps(scale_api()))
     assert len(make_ui_workflow.check_twins(str(tmp_path), schemas)) == 2
+
+
+def test_a_file_name_in_a_combo_with_fixed_entries_is_a_warning_not_an_error(schemas):
+    prompt = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": "vae-ft-mse-840000-ema-pruned.safetensors"}}}
+    res = wc.check_api(prompt, schemas)
+    assert res.errors == [] and any("vae_name" in w for w in res.warnings)
+    prompt["1"]["inputs"]["vae_name"] = "not_a_choice"
+    assert any("vae_name" in e for e in wc.check_api(prompt, schemas).errors)

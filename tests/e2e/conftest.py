@@ -212,3 +212,98 @@ def queue_and_wait(server: ComfyServer, api_prompt: dict, timeout: float = 300) 
             raise ComfyRunError(f"prompt {prompt_id} did not finish within {timeout} s (interrupted).\n"
                                 f"--- server log tail ---\n{server.log_tail()}")
         time.sleep(0.5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# FuseAnyPart weights (test_fap_workflow.py): random full-size stand-ins, cached between runs.
+# ------------------------------------------------------------------------------------------------------
+FAP_WEIGHTS_DIR = os.environ.get("SWAPFORGE_E2E_WEIGHTS_DIR", "")
+FAP_GEN_PYTHON = os.environ.get("SWAPFORGE_E2E_GEN_PYTHON", "")
+FAP_GEN_TIMEOUT_S = 900
+
+
+def _python_has(python: str, modules: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", f"import {modules}"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def fap_generating_python():
+    """An interpreter with torch, diffusers and safetensors to write the random weights, or None.
+    $SWAPFORGE_E2E_GEN_PYTHON, else the one running pytest, the repo's .venv, ComfyUI's."""
+    if FAP_GEN_PYTHON:
+        candidates = [FAP_GEN_PYTHON]
+    else:
+        candidates = [sys.executable, os.path.join(ROOT, ".venv", "bin", "python"), COMFY_PYTHON]
+    for python in dict.fromkeys(candidates):
+        if os.path.isfile(python) and _python_has(python, "torch, diffusers, safetensors"):
+            return python
+    return None
+
+
+@pytest.fixture(scope="session")
+def fap_models(comfy_server):
+    """Random full-size FuseAnyPart weights (tests/e2e/fap_weights.py) made visible to `comfy_server`:
+    symlinked into its models folder (<base>/models/{swapforge/fuseanypart,clip_vision,vae}; ComfyUI's
+    file lists are re-read when a folder changes). Generated once into $SWAPFORGE_E2E_WEIGHTS_DIR/fuseanypart
+    (default <system temp>/swapforge-e2e-weights/fuseanypart; never inside the repository; about 3 GB) and
+    reused while its manifest is complete. Returns {"fap": name, "clip_vision": name, "vae": name, "manifest": dict}."""
+    import tempfile
+
+    from . import fap_weights
+
+    if '"--base-directory"' not in _supported_flags(os.path.abspath(COMFY_DIR)):
+        pytest.skip("this ComfyUI has no --base-directory: the server's models folder is not private")
+    root = os.path.abspath(FAP_WEIGHTS_DIR or os.path.join(tempfile.gettempdir(), "swapforge-e2e-weights"))
+    cache = os.path.join(root, "fuseanypart")
+    if os.path.commonpath([cache, ROOT]) == ROOT:
+        pytest.fail(f"SWAPFORGE_E2E_WEIGHTS_DIR={root} is inside the repository; use a folder outside it "
+                    "(the weights are about 3 GB).")
+    manifest = fap_weights.cached(cache)
+    if manifest is None:
+        python = fap_generating_python()
+        if python is None:
+            pytest.skip("generating the FuseAnyPart test weights needs torch, diffusers and safetensors: set "
+                        "SWAPFORGE_E2E_GEN_PYTHON to such an interpreter (the repo's .venv has them)")
+        os.makedirs(cache, exist_ok=True)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fap_weights.py")
+        t0 = time.monotonic()
+        run = subprocess.run([python, script, "--out", cache, "--force"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=FAP_GEN_TIMEOUT_S)
+        if run.returncode != 0:
+            pytest.fail(f"generating the FuseAnyPart test weights failed ({python}):\n{run.stdout}\n{run.stderr}")
+        print(f"\n[fap_models] generated random weights in {time.monotonic() - t0:.0f} s into {cache}:\n"
+              f"{run.stdout}", flush=True)
+        manifest = fap_weights.cached(cache)
+        if manifest is None:
+            pytest.fail(f"fap_weights.py finished but {cache} has no complete manifest:\n{run.stdout}")
+    models = os.path.join(comfy_server.base_dir, "models")
+    for rel in fap_weights.FILES.values():
+        link = os.path.join(models, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.join(cache, "models", rel), link)
+    return {"fap": os.path.basename(fap_weights.FAP_REL), "clip_vision": fap_weights.CLIP_NAME,
+            "vae": fap_weights.VAE_NAME, "manifest": manifest, "cache_dir": cache}
+
+
+# ------------------------------------------------------------------------------------------------------
+# StyleSwap swapper (face_swap_* workflows): no public weights exist, so a tiny random swapper of the real
+# format is written under the name the workflows load (tests/e2e/styleswap_weights.py), into the
+# server's private models folder, before any test that uses the server.
+# ------------------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _styleswap_swapper(request):
+    if "comfy_server" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("comfy_server")
+    if '"--base-directory"' not in _supported_flags(os.path.abspath(COMFY_DIR)):
+        return  # the models folder would be the checkout's own: leave it alone (the workflows then say so)
+    from . import styleswap_weights
+
+    models = os.path.join(server.base_dir, "models")
+    if not os.path.isfile(os.path.join(models, styleswap_weights.SWAPPER_REL)):
+        styleswap_weights.write_tiny_swapper(models)

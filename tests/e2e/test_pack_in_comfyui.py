@@ -12,7 +12,10 @@ import pytest
 
 from .conftest import PACK_LINK_NAME, ROOT, queue_and_wait
 
-WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.api.json")))
+# FuseAnyPart workflows need model weights (fap.bin, CLIP ViT-H, an SD1.5 VAE) that the bare server lacks:
+# tests/e2e/test_fap_workflow.py runs them with generated random weights of the right architecture.
+WORKFLOWS = sorted(p for p in glob.glob(os.path.join(ROOT, "workflows", "*.api.json"))
+                   if not os.path.basename(p).startswith("fuseanypart"))
 WORKFLOW_TIMEOUT_S = 300
 
 

@@ -147,3 +147,17 @@ def test_zero_image_normalises_to_zero_for_comfyui_and_pixel_values_are_zero():
     q = (torch.clamp(255 * z, 0, 255).round() / 255 - MEAN) / STD
     assert q.abs().max() < 0.5 / 255 / STD.min() + 1e-6
     assert torch.equal(ci.zero_pixel_values(), torch.zeros(1, 3, 224, 224))
+
+
+def test_pad_to_square_keeps_the_part_pixels_under_the_moved_box():
+    import torch
+    from models.fuseanypart.clip_inputs import pad_to_square, pixel_box_mask
+    img = torch.zeros(1, 40, 20, 3)
+    box = [0.25, 0.2, 0.5, 0.8]                      # rows 10..20, cols 4..16 of the 40x20 image
+    img[0, 10:20, 4:16] = 1.0
+    sq, b = pad_to_square(img, box)
+    assert sq.shape == (1, 40, 40, 3)
+    # the image sits at columns 10..30 of the square; the box is now cols (10+4)..(10+16) of 40
+    torch.testing.assert_close(b[0], torch.tensor([0.25, 14 / 40, 0.5, 26 / 40]))
+    inside = pixel_box_mask(b[0], (40, 40))
+    assert torch.all(sq[0][inside] == 1.0) and float(sq[0][~inside].sum()) == 0.0

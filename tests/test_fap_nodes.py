@@ -174,6 +174,8 @@ def test_conditioning_carries_the_masked_reference_latent_with_seeded_noise_in_t
 def test_bad_inputs_give_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="square"):
         N["SwapForge_FuseAnyPartConditioning"]().encode(FakeVAE(), torch.zeros(1, 64, 96, 3), partset(), 0)
+    with pytest.raises(ValueError, match="square target"):
+        N["SwapForge_CLIPPartEncoder"]().encode(FakeClipVision(), torch.zeros(1, 64, 48, 3), partset())
     with pytest.raises(ValueError, match="no face 0 in frame"):
         N["SwapForge_CLIPPartEncoder"]().encode(FakeClipVision(), img([0, 0, 0], 2),
                                                 PartSet(frames=[[BOXES], []], frame_size=(64, 64)))

@@ -149,6 +149,26 @@ def reference_input(image: torch.Tensor, box) -> torch.Tensor:
     return out
 
 
+def pad_to_square(image: torch.Tensor, box) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pad a non-square reference with black to a square (centred) and move its box to match.
+
+    CLIP encoders centre-crop to a square, and the fusion (eq. 3) maps a box normalised to the whole image
+    onto the 16 x 16 grid; both agree only for square images. A reference is black outside its box anyway,
+    so black padding changes nothing but the geometry. image [B, H, W, 3]; box [4] or [B, 4] normalised
+    [y0, x0, y1, x1]. Returns (image [B, S, S, 3] with S = max(H, W), box [B, 4] in the padded frame).
+    """
+    image = _check_image(image, "reference image")
+    b, h, w, _ = image.shape
+    box = torch.as_tensor(box, dtype=torch.float64).reshape(-1, 4).expand(b, 4)
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    out = image.new_zeros((b, side, side, 3))
+    out[:, top:top + h, left:left + w] = image
+    scale = torch.tensor([h, w, h, w], dtype=torch.float64) / side
+    shift = torch.tensor([top, left, top, left], dtype=torch.float64) / side
+    return out, (box * scale + shift).to(torch.float32)
+
+
 def zero_image(size: int = CLIP_SIZE) -> torch.Tensor:
     """The unconditional CLIP input for an encoder that normalises internally: [1, size, size, 3] in 0..1.
 

@@ -67,8 +67,12 @@ def encode_parts(encode: Callable[[torch.Tensor], torch.Tensor], target: torch.T
     encode: image [N, H, W, 3] in 0..1 -> penultimate tokens [N, 257, D] (ComfyUI's CLIP_VISION normalises
         inside; clip_inputs.zero_image is chosen so that it normalises to zero, as the authors' input).
     target [B, H, W, 3]; target_boxes: one part -> box dict per target image.
-    references: part -> (image [1, h, w, 3], box [4]) for the parts to take from a reference.
+    references: part -> (image [1, h, w, 3], box [4]) for the parts to take from a reference; a non-square
+        reference is padded with black to a square first (clip_inputs.pad_to_square), its box moved to match.
     """
+    if target.shape[1] != target.shape[2]:
+        raise ValueError(f"SwapForge FuseAnyPart: the target is {target.shape[2]}x{target.shape[1]}; the CLIP grid "
+                         "and the 9-channel UNet need square target crops. Use Align & Crop (ffhq, 512).")
     target_boxes = [tb.as_dict() if hasattr(tb, "as_dict") else dict(tb) for tb in target_boxes]
     tokens = encode(clip_inputs.skin_fill_target(target, target_boxes))
     boxes = {p: torch.stack([torch.as_tensor(tb[p], dtype=torch.float32).reshape(4) for tb in target_boxes])
@@ -77,8 +81,8 @@ def encode_parts(encode: Callable[[torch.Tensor], torch.Tensor], target: torch.T
     for part, (image, box) in references.items():
         if part not in PARTS:
             raise ValueError(f"SwapForge FuseAnyPart: unknown part {part!r}; expected one of {PARTS}.")
-        box = torch.as_tensor(box, dtype=torch.float32).reshape(1, 4)
-        sources[part] = (encode(clip_inputs.reference_input(image[:1], box)), box)
+        square, box = clip_inputs.pad_to_square(image[:1], box)   # CLIP crops to a square: keep the box true
+        sources[part] = (encode(clip_inputs.reference_input(square, box)), box)
     uncond = encode(clip_inputs.zero_image().to(target.dtype))
     for what, t in [("target", tokens), ("unconditional", uncond)] + [(p, s[0]) for p, s in sources.items()]:
         if t.ndim != 3 or t.shape[1] != 257:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -20,19 +19,9 @@ WORKFLOW_TIMEOUT_S = 300
 
 
 def _offline_pack():
-    """Import the repository root as a package, as ComfyUI does, but outside any server."""
-    name = "swapforge"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "__init__.py"),
-                                                      submodule_search_locations=[ROOT])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+    """The repository imported as a package, as ComfyUI does, but outside any server."""
+    from tools.pack import load_pack
+    return load_pack()
 
 
 def _tracebacks(log: str):

@@ -43,7 +43,8 @@ gcc "${cflags[@]}" -Wl,-soname,libtorch_cuda.so -o "$tmp/libtorch_cuda.so" "$her
 # Python interpreter (Py*/_Py*).
 system_libs=()
 for name in libc.so.6 libstdc++.so.6 libm.so.6 libgcc_s.so.1; do
-    path="$(ldconfig -p 2>/dev/null | awk -v n="$name" '$1==n && /x86-64|aarch64|64bit/ {print $NF; exit}')"
+    # awk reads to the end (no early exit): an early exit would SIGPIPE ldconfig and fail under pipefail
+    path="$(ldconfig -p 2>/dev/null | awk -v n="$name" '!found && $1==n && /x86-64|aarch64|64bit/ {print $NF; found=1}')"
     [ -n "$path" ] && system_libs+=("$path")
 done
 for lib in "$torch_lib"/*.so* "$(dirname "$tv_dir")"/torchvision.libs/*.so* "$tmp"/*.so "${system_libs[@]}"; do

@@ -29,6 +29,8 @@ SWAPFORGE_FOLDERS: Dict[str, str] = {
     "swapforge_styleswap": os.path.join("swapforge", "styleswap"),
     "swapforge_psp": os.path.join("swapforge", "psp"),
     "swapforge_stylegan2": os.path.join("swapforge", "stylegan2"),
+    "swapforge_smplx": os.path.join("swapforge", "smplx"),  # any file: <dir>/smplx/SMPLX_NEUTRAL.npz
+    "swapforge_avatars": os.path.join("swapforge", "avatars"),
 }
 # Extensions per SwapForge folder (ComfyUI lists only these).
 FOLDER_EXTENSIONS: Dict[str, set] = {
@@ -37,6 +39,7 @@ FOLDER_EXTENSIONS: Dict[str, set] = {
     "swapforge_styleswap": {".safetensors"},
     "swapforge_psp": {".pt", ".pth"},
     "swapforge_stylegan2": {".pt", ".pth", ".safetensors"},
+    "swapforge_avatars": {".safetensors"},
 }
 CORE_FOLDERS: Dict[str, str] = {
     "insightface": "insightface",

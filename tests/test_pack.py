@@ -10,7 +10,8 @@ from packloader import load_pack
 # Combo inputs that list files on disk: empty until the user has such a file (as in ComfyUI's own loaders).
 FILE_LIST_INPUTS = {("SwapForge_LoadIdentity", "name"), ("SwapForge_FuseAnyPartLoader", "fap_name"),
                     ("SwapForge_StyleSwapLoader", "swapper_name"), ("SwapForge_PSPEncoderLoader", "encoder_name"),
-                    ("SwapForge_StyleGAN2Loader", "generator_name")}
+                    ("SwapForge_StyleGAN2Loader", "generator_name"),
+                    ("SwapForge_LoadAvatar", "name")}
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "MODEL", "VAE", "CLIP_VISION", "INT", "FLOAT",
                "STRING", "BOOLEAN"}
 
@@ -23,7 +24,7 @@ def pack():
 def test_every_family_loads_without_errors(pack):
     nodes = sys.modules["swapforge.nodes"]
     assert nodes.DISABLED_FAMILIES == {}
-    assert set(nodes.FAMILIES) == {"face", "partswap", "fuseanypart", "styleswap"}
+    assert set(nodes.FAMILIES) == {"face", "partswap", "fuseanypart", "styleswap", "gswap"}
 
 
 def test_node_ids_are_prefixed_and_have_display_names_and_categories(pack):

@@ -1,11 +1,8 @@
 """StyleSwap training loop (models/styleswap/train.py) on the bundled real photos, on the CPU.
 
-The real IR-SE50 encoder takes several seconds per 256 px forward pass on a 2-core CPU (the swapper
-always encodes at 256 px), so a few hundred training steps cannot use it inside the test budget. The
-tiny swappers here are real :class:`Swapper` objects (SBM, StyleGAN2 decoder, shortcut, checkpoint
-format) whose ``StyleEncoder`` is replaced, for the duration of the module, by :class:`FastEncoder`: a
-small conv net with the same constructor and the same outputs (W+ codes and {16, 32, 64} px features
-8*channels wide). Everything else is the code under test.
+The tiny swappers here are real :class:`Swapper` objects end to end: the real IR-SE50 + FPN
+``StyleEncoder`` (16 channels, built for a 64 px input, so its pyramid is 4/8/16 px and the swapper
+resizes faces to 64 px for it), SBM, StyleGAN2 decoder, shortcut and checkpoint format.
 """
 import json
 import os
@@ -15,8 +12,6 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from models.styleswap import swapper as swapper_mod
 from models.styleswap import train as T
@@ -29,43 +24,19 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SIZE = 32
 STEPS = 250
 RESUME_FROM = 240
-SWAPPER = dict(size=SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, encoder_channels=2, sbm_layers=2,
-               sbm_heads=2, generator_channels={4: 32, 8: 32, 16: 32, 32: 16})
-
-
-class FastEncoder(nn.Module):
-    """Stand-in for StyleEncoder (same constructor, same forward outputs), cheap on a CPU."""
-
-    def __init__(self, split, n_styles=18, style_dim=512, channels=64, in_channels=3, kind="psp"):
-        super().__init__()
-        self.split, self.n_styles, self.style_dim, self.channels, self.kind = tuple(split), n_styles, style_dim, \
-            channels, kind
-        width = 8 * channels
-        self.conv32 = nn.Conv2d(in_channels, 16, 3, 1, 1)
-        self.conv16 = nn.Conv2d(16, 32, 3, 2, 1)
-        self.lat = nn.ModuleDict({str(r): nn.Conv2d(c, width, 1) for r, c in ((16, 32), (32, 16))})
-        self.to_w = nn.Linear(32 + 16, n_styles * style_dim)
-
-    def forward(self, x):
-        x = F.avg_pool2d(x, x.shape[-1] // 32)
-        f32 = F.leaky_relu(self.conv32(x), 0.2)
-        f16 = F.leaky_relu(self.conv16(f32), 0.2)
-        pooled = torch.cat([f16.mean((2, 3)), f32.mean((2, 3))], 1)
-        w = self.to_w(pooled).reshape(x.shape[0], self.n_styles, self.style_dim)
-        p32 = self.lat["32"](f32)
-        return w, {16: self.lat["16"](f16), 32: p32, 64: F.interpolate(p32, scale_factor=2, mode="nearest")}
+ENCODER_INPUT = 64
+SWAPPER = dict(size=SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, encoder_channels=16, sbm_layers=2,
+               sbm_heads=2, generator_channels={4: 32, 8: 32, 16: 32, 32: 16}, encoder_input_size=ENCODER_INPUT)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_encoder():
-    """FastEncoder in place of StyleEncoder, and one intra-op thread: these tiny ops run 4-5x faster on a
-    busy 2-core machine without thread hand-offs (both restored after the module)."""
+def one_thread():
+    """One intra-op thread: these tiny ops run 4-5x faster on a busy 2-core machine without thread
+    hand-offs (restored after the module)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(swapper_mod, "StyleEncoder", FastEncoder)
-            yield
+        yield
     finally:
         torch.set_num_threads(threads)
 

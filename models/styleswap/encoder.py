@@ -40,7 +40,7 @@ from .ops import EqualLinear
 PSP_SPLIT = (3, 4, 11)  # pSp / e4e: heads 0-2 on the 16 px map, 3-6 on 32 px, 7-17 on 64 px
 PAPER_SPLIT = (6, 6, 6)  # the paper's three levels of 6 style elements each
 LEVELS = (16, 32, 64)  # pyramid resolutions for a 256 px input: coarse, middle, fine
-INPUT_SIZE = 256
+INPUT_SIZE = 256  # pSp's input size (the default); smaller powers of two serve fast tests / small models
 CHECKPOINT_FOLDER = "models/swapforge/psp"
 KINDS = ("psp", "e4e")
 
@@ -128,6 +128,16 @@ class GradualStyleBlock(nn.Module):
         return self.linear(x.reshape(x.shape[0], self.out_c))
 
 
+def pyramid_levels(input_size: int) -> Tuple[int, int, int]:
+    """Pyramid resolutions (coarse, middle, fine) for a square input: input/16, input/8, input/4
+    ((16, 32, 64) at pSp's 256 px). input_size must be a power of two >= 32 (else ValueError)."""
+    size = int(input_size)
+    if size < 32 or size & (size - 1):
+        raise ValueError(f"SwapForge encoder: input_size must be a power of two >= 32 (256 for pSp/e4e "
+                         f"weights), got {input_size}.")
+    return (size // 16, size // 8, size // 4)
+
+
 def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """FPN top-down step: bilinear (align_corners=True) upsampling of x to y's size, plus y."""
     return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
@@ -137,23 +147,29 @@ class StyleEncoder(nn.Module):
     """Encoder E: IR-SE50 + FPN + ``n_styles`` style heads (paper Sec. 3.1; pSp GradualStyleEncoder).
 
     Args:
-        split: how many heads read the coarse (16 px), middle (32 px) and fine (64 px) pyramid map, in
-            head order. (3, 4, 11) is pSp/e4e (needed for their checkpoints); (6, 6, 6) is the paper's.
+        split: how many heads read the coarse (16 px), middle (32 px) and fine (64 px) pyramid map (at
+            a 256 px input; input_size/16, /8, /4 in general), in head order. (3, 4, 11) is pSp/e4e (needed for their checkpoints); (6, 6, 6) is the paper's.
         n_styles: number of style vectors; must equal sum(split). 18 for a 1024 px StyleGAN2.
         style_dim: size of each style vector (512).
         channels: width of the first backbone stage (64 in pSp); stages are channels * (1, 2, 4, 8) and
             the pyramid is 8 * channels wide. Smaller values only serve fast tests.
         in_channels: image channels (3).
         kind: "psp" (each head gives one w_i) or "e4e" (w_0 from head 0, w_i = w_0 + head_i for i >= 1).
+        input_size: the square input resolution the encoder takes (a power of two >= 32; 256 in pSp,
+            needed for its weights). The pyramid maps are input_size/16, /8, /4 px and each head has
+            log2(map size) stride-2 convs, so at 256 the layout and keys are pSp's exactly; smaller
+            sizes only change the heads' conv counts (fast tests, small models).
 
-    forward(x [B, in_channels, 256, 256] in -1..1) -> (w [B, n_styles, style_dim],
-    features {16: c3, 32: p2, 64: p1}), the pyramid maps that the paper passes to the decoder shortcut.
+    forward(x [B, in_channels, input_size, input_size] in -1..1) -> (w [B, n_styles, style_dim],
+    features {16: c3, 32: p2, 64: p1} at 256 px, keyed by the maps' actual resolutions), the pyramid
+    maps that the paper passes to the decoder shortcut. Other input sizes raise ValueError.
     w does not include pSp's latent_avg: see :func:`add_latent_avg`.
     """
 
     def __init__(self, split: Sequence[int] = PSP_SPLIT, n_styles: int = 18, style_dim: int = 512,
-                 channels: int = 64, in_channels: int = 3, kind: str = "psp"):
+                 channels: int = 64, in_channels: int = 3, kind: str = "psp", input_size: int = INPUT_SIZE):
         super().__init__()
+        levels = pyramid_levels(input_size)
         split = tuple(int(s) for s in split)
         if len(split) != 3 or any(s < 0 for s in split) or sum(split) != n_styles:
             raise ValueError(f"SwapForge encoder: split must be three counts (coarse, middle, fine) adding up "
@@ -167,6 +183,8 @@ class StyleEncoder(nn.Module):
         self.style_dim = style_dim
         self.channels = channels
         self.kind = kind
+        self.input_size = int(input_size)
+        self.levels = levels
         top = 8 * channels
         self.input_layer = nn.Sequential(nn.Conv2d(in_channels, channels, (3, 3), 1, 1, bias=False),
                                          nn.BatchNorm2d(channels), nn.PReLU(channels))
@@ -177,15 +195,17 @@ class StyleEncoder(nn.Module):
         self.latlayer2 = nn.Conv2d(2 * channels, top, kernel_size=1, stride=1, padding=0)
 
     def head_levels(self) -> Tuple[int, ...]:
-        """Pyramid resolution (16, 32 or 64) that each head reads, in head order."""
-        return tuple(level for level, count in zip(LEVELS, self.split) for _ in range(count))
+        """Pyramid resolution (16, 32 or 64 at 256 px; ``self.levels`` in general) each head reads, in order."""
+        return tuple(level for level, count in zip(self.levels, self.split) for _ in range(count))
 
     def pyramid(self, x: torch.Tensor) -> Dict[int, torch.Tensor]:
-        """Backbone + FPN: x [B, C, 256, 256] -> {16: c3, 32: p2, 64: p1}, each [B, 8*channels, r, r]."""
-        if x.ndim != 4 or tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"SwapForge encoder: expected aligned faces [B, 3, {INPUT_SIZE}, {INPUT_SIZE}] "
-                             f"in -1..1, got shape {tuple(x.shape)}. Align and resize the face to "
-                             f"{INPUT_SIZE} px first.")
+        """Backbone + FPN: x [B, C, S, S] (S = input_size) -> {S/16: c3, S/8: p2, S/4: p1} ({16, 32, 64}
+        at 256), each [B, 8*channels, r, r]."""
+        s = self.input_size
+        if x.ndim != 4 or tuple(x.shape[-2:]) != (s, s):
+            raise ValueError(f"SwapForge encoder: this encoder was built with input_size={s} and expects "
+                             f"aligned faces [B, 3, {s}, {s}] in -1..1, got shape {tuple(x.shape)}. Align and "
+                             f"resize the face to {s} px first.")
         x = self.input_layer(x)
         c1 = c2 = None
         for i, unit in enumerate(self.body):
@@ -197,7 +217,8 @@ class StyleEncoder(nn.Module):
         c3 = x
         p2 = _upsample_add(c3, self.latlayer1(c2))
         p1 = _upsample_add(p2, self.latlayer2(c1))
-        return {16: c3, 32: p2, 64: p1}
+        coarse, middle, fine = self.levels
+        return {coarse: c3, middle: p2, fine: p1}
 
     def map_styles(self, features: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Style heads on the pyramid: head i reads features[head_levels()[i]] -> w [B, n_styles, dim].

@@ -3,7 +3,8 @@
     Ws = E(I_s),  (Wt, F_t) = E(I_t),  (W', A_w^t) = SBM(Ws, Wt),  I_out = D(W', shortcut(F_t))
 
 * E (:class:`~models.styleswap.encoder.StyleEncoder`, Sec. 3.1): W+ codes and the target's pyramid
-  features {16, 32, 64 px}; it reads 256 px aligned (FFHQ) faces, so :meth:`Swapper.encode` resizes.
+  features {16, 32, 64 px}; it reads 256 px aligned (FFHQ) faces (``encoder_input_size``; smaller
+  encoders, pyramid input/16, /8, /4, serve fast tests), so :meth:`Swapper.encode` resizes.
 * SBM (:class:`~models.styleswap.sbm.StyleBlendingModule`, Sec. 3.2, eq. 2) blends the codes.
 * D (:class:`~models.styleswap.stylegan2.Generator`, Sec. 3.3) decodes W' with the target's features
   added after the style decode block of each shortcut resolution. The paper does not say how encoder
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..face import align, paste
 from ..face.records import Crop, CropSet, FaceSet, FrameFaces
-from .encoder import INPUT_SIZE, LEVELS, StyleEncoder
+from .encoder import INPUT_SIZE, StyleEncoder, pyramid_levels
 from .sbm import StyleBlendingModule
 from .stylegan2 import Generator
 
@@ -58,9 +59,13 @@ class Swapper(nn.Module):
         sbm_layers, sbm_heads: cross-attention layers and heads of the SBM.
         split: encoder heads on the 16 / 32 / 64 px levels; default :func:`paper_split`.
             (3, 4, 11) for pSp / e4e weights.
-        shortcut_resolutions: pyramid levels (subset of 16, 32, 64) whose target features are added
-            to the decoder; levels above ``size`` are left out.
+        shortcut_resolutions: pyramid levels whose target features are added to the decoder; a subset
+            of the encoder's levels (16, 32, 64 at a 256 px encoder input; encoder_input_size/16, /8, /4
+            in general). None (default): all of them. Levels above ``size`` are left out.
         encoder_kind: "psp" (one head per style) or "e4e" (w_0 plus offsets), for composed swappers.
+        encoder_input_size: the square size faces are resized to for the encoder (256: pSp's, needed
+            for its weights; a smaller power of two >= 32 makes a cheaper encoder). Configs saved
+            before this option existed load with 256.
 
     ``config`` holds every constructor argument (JSON-serialisable): ``Swapper(**swapper.config)``
     rebuilds the architecture (see :mod:`.checkpoints`).
@@ -69,20 +74,23 @@ class Swapper(nn.Module):
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  generator_channels: Optional[Mapping] = None, encoder_channels: int = 64,
                  sbm_layers: int = 4, sbm_heads: int = 8, split: Optional[Sequence[int]] = None,
-                 shortcut_resolutions: Sequence[int] = (16, 32, 64), encoder_kind: str = "psp"):
+                 shortcut_resolutions: Optional[Sequence[int]] = None, encoder_kind: str = "psp",
+                 encoder_input_size: int = INPUT_SIZE):
         super().__init__()
         gen_channels = None if generator_channels is None else {
             int(r): int(c) for r, c in dict(generator_channels).items()}
         self.decoder = Generator(size, style_dim, n_mlp, channel_multiplier, channels=gen_channels)
         n_styles = self.decoder.n_latent
         split = paper_split(n_styles) if split is None else tuple(int(s) for s in split)
-        self.encoder = StyleEncoder(split, n_styles, style_dim, encoder_channels, kind=encoder_kind)
+        levels = pyramid_levels(encoder_input_size)
+        self.encoder = StyleEncoder(split, n_styles, style_dim, encoder_channels, kind=encoder_kind,
+                                    input_size=encoder_input_size)
         self.sbm = StyleBlendingModule(style_dim, n_styles, sbm_layers, sbm_heads)
-        wanted = [int(r) for r in shortcut_resolutions]
-        bad = [r for r in wanted if r not in LEVELS]
+        wanted = list(levels) if shortcut_resolutions is None else [int(r) for r in shortcut_resolutions]
+        bad = [r for r in wanted if r not in levels]
         if bad:
-            raise ValueError(f"SwapForge Swapper: shortcut resolutions {bad} are not encoder pyramid levels. "
-                             f"Use a subset of {LEVELS}.")
+            raise ValueError(f"SwapForge Swapper: shortcut resolutions {bad} are not pyramid levels of an encoder "
+                             f"with input size {int(encoder_input_size)}. Use a subset of {levels}.")
         enc_width = 8 * encoder_channels
         self.shortcut = nn.ModuleDict()
         for r in sorted(set(wanted)):
@@ -99,18 +107,25 @@ class Swapper(nn.Module):
             size=int(size), style_dim=int(style_dim), n_mlp=int(n_mlp), channel_multiplier=int(channel_multiplier),
             generator_channels=None if gen_channels is None else {str(r): c for r, c in sorted(gen_channels.items())},
             encoder_channels=int(encoder_channels), sbm_layers=int(sbm_layers), sbm_heads=int(sbm_heads),
-            split=list(split), shortcut_resolutions=sorted(set(wanted)), encoder_kind=str(encoder_kind))
+            split=list(split), shortcut_resolutions=sorted(set(wanted)), encoder_kind=str(encoder_kind),
+            encoder_input_size=int(encoder_input_size))
 
     # ------------------------------------------------------------------ the three stages
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
-        """E: x [B, 3, S, S] in -1..1 (aligned FFHQ faces, any S; resized bilinear with antialias to 256)
-        -> (w [B, n_styles, style_dim], features {16, 32, 64: [B, 8*encoder_channels, r, r]})."""
+        """E: x [B, 3, S, S] in -1..1 (aligned FFHQ faces, any S; resized bilinear with antialias to the
+        encoder's input size, 256 by default) -> (w [B, n_styles, style_dim], features {16, 32, 64 (the
+        encoder's levels): [B, 8*encoder_channels, r, r]})."""
         return self.encoder(to_encoder_input(x, self.encoder))
 
     def shortcut_features(self, feats: Optional[Mapping[int, torch.Tensor]]) -> Dict[int, torch.Tensor]:
         """The decoder shortcut {r: conv_r(F_t[r])} for every shortcut level (empty without features)."""
         if not feats:
             return {}
+        missing = [int(r) for r in self.shortcut if int(r) not in feats]
+        if missing:
+            raise ValueError(f"SwapForge Swapper: the target features have levels {sorted(int(r) for r in feats)} "
+                             f"but this swapper's shortcut needs {missing}. Encode the target with this "
+                             f"swapper's encoder (input size {self.encoder.input_size}).")
         return {int(r): conv(feats[int(r)]) for r, conv in self.shortcut.items()}
 
     def decode(self, w: torch.Tensor, feats: Optional[Mapping[int, torch.Tensor]] = None, noise=None,
@@ -155,7 +170,8 @@ def to_encoder_input(x: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
         raise ValueError(f"SwapForge Swapper: expected square aligned faces [B, 3, S, S] in -1..1, got shape "
                          f"{tuple(x.shape)}. Align & Crop the faces (FFHQ template) first.")
     ref = next(encoder.parameters())
-    return resize(x.to(ref.device, ref.dtype), (INPUT_SIZE, INPUT_SIZE))
+    size = int(getattr(encoder, "input_size", INPUT_SIZE))
+    return resize(x.to(ref.device, ref.dtype), (size, size))
 
 
 # ---------------------------------------------------------------------- the SWAPFORGE_STYLE record

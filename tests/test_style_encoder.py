@@ -269,3 +269,40 @@ def test_encoder_rejects_images_that_are_not_256_px():
         enc(torch.empty(1, 3, 128, 128, device="meta"))
     with pytest.raises(ValueError, match="split"):
         StyleEncoder(split=(3, 4, 10), **SMALL)
+
+
+def test_encoder_rejects_other_sizes_with_a_message_naming_its_input_size():
+    enc = _meta_encoder(input_size=64, **SMALL)
+    with pytest.raises(ValueError, match="input_size=64") as e:
+        enc(torch.empty(1, 3, 256, 256, device="meta"))
+    assert "64, 64]" in str(e.value)
+    for bad in (16, 48, 100, 0):
+        with pytest.raises(ValueError, match="input_size must be a power of two >= 32"):
+            StyleEncoder(input_size=bad, **SMALL)
+
+
+def test_default_input_size_is_psp_layout_and_smaller_inputs_scale_the_pyramid_and_heads():
+    full = _meta_encoder()
+    assert full.input_size == 256 and full.levels == (16, 32, 64)
+    assert [len(h.convs) // 2 for h in full.styles] == [4] * 3 + [5] * 4 + [6] * 11
+    keys256 = set(full.state_dict())
+    small = _meta_encoder(input_size=64)
+    assert small.levels == (4, 8, 16) and small.head_levels() == (4,) * 3 + (8,) * 4 + (16,) * 11
+    assert [len(h.convs) // 2 for h in small.styles] == [2] * 3 + [3] * 4 + [4] * 11
+    # same backbone / FPN keys; the heads only lose their last convs
+    assert {k for k in keys256 if not k.startswith("styles.")} == {k for k in small.state_dict()
+                                                                  if not k.startswith("styles.")}
+    assert set(small.state_dict()) < keys256
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_small_input_forward_gives_codes_and_maps_keyed_by_their_resolutions(size):
+    torch.manual_seed(0)
+    enc = _randomised(StyleEncoder(split=(2, 2, 4), n_styles=8, input_size=size, **SMALL))
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        w, feats = enc(x)
+    assert w.shape == (2, 8, 32) and torch.isfinite(w).all()
+    assert {r: tuple(f.shape) for r, f in feats.items()} == {
+        size // 16: (2, 128, size // 16, size // 16), size // 8: (2, 128, size // 8, size // 8),
+        size // 4: (2, 128, size // 4, size // 4)}

@@ -2,7 +2,8 @@
 
 The tiny swappers here are real :class:`Swapper` objects end to end: the real IR-SE50 + FPN
 ``StyleEncoder`` (16 channels, built for a 64 px input, so its pyramid is 4/8/16 px and the swapper
-resizes faces to 64 px for it), SBM, StyleGAN2 decoder, shortcut and checkpoint format.
+resizes faces to 64 px for it), SBM, StyleGAN2 decoder, shortcut and checkpoint format. 120 steps of
+batch 4 take about 75 s on a busy 2-core CPU and cut both losses to about a fifth.
 """
 import json
 import os
@@ -22,8 +23,8 @@ from models.styleswap.landmarks import HeatmapLandmarks
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 SIZE = 32
-STEPS = 250
-RESUME_FROM = 240
+STEPS = 120
+RESUME_FROM = 110
 ENCODER_INPUT = 64
 SWAPPER = dict(size=SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, encoder_channels=16, sbm_layers=2,
                sbm_heads=2, generator_channels={4: 32, 8: 32, 16: 32, 32: 16}, encoder_input_size=ENCODER_INPUT)

@@ -221,3 +221,43 @@ def test_swapper_from_parts_without_an_encoder_starts_its_codes_at_the_generator
     assert torch.allclose(biases, avg.expand(8, 32))  # heads start with zero bias, plus latent_avg
     with pytest.raises(FileNotFoundError, match="stylegan2"):
         checkpoints.swapper_from_parts(None, str(tmp_path / "missing.pt"))
+
+
+def test_encoder_input_size_sets_the_resize_the_pyramid_and_the_default_shortcut_levels(faces):
+    sw = tiny_swapper(encoder_input_size=64)
+    assert sw.config["encoder_input_size"] == 64 and sw.encoder.input_size == 64
+    assert sw.config["shortcut_resolutions"] == [4, 8, 16] and set(sw.shortcut) == {"4", "8", "16"}
+    x = faces[0]
+    small = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        w, feats = sw.encode(small)
+        w_ref, _ = sw.encoder(F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False,
+                                            antialias=True))
+        out, _ = sw(x, x)
+    assert torch.equal(w, w_ref) and sorted(feats) == [4, 8, 16] and out.shape == (1, 3, 32, 32)
+    rebuilt = Swapper(**json.loads(json.dumps(sw.config)))
+    assert rebuilt.encoder.input_size == 64 and set(rebuilt.shortcut) == set(sw.shortcut)
+    # decoder smaller than the finest level: that level gets no shortcut conv
+    assert set(tiny_swapper(encoder_input_size=256, size=32).shortcut) == {"16", "32"}
+    with pytest.raises(ValueError, match="input size 64"):
+        tiny_swapper(encoder_input_size=64, shortcut_resolutions=(16, 32))
+    with pytest.raises(ValueError, match="shortcut needs"):
+        sw.decode(w, {16: feats[16]})
+
+
+def test_configs_saved_before_encoder_input_size_existed_load_at_256(swapper, swapped, faces, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = str(tmp_path / "old.safetensors")
+    checkpoints.save_swapper(swapper, path)
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    config = json.loads(meta["config"])
+    del config["encoder_input_size"]
+    save_file(load_file(path), path, metadata={**meta, "config": json.dumps(config)})
+    loaded = checkpoints.load_swapper(path)
+    assert loaded.encoder.input_size == 256 and loaded.config["encoder_input_size"] == 256
+    with torch.no_grad():
+        out, a_t = loaded(*faces)
+    assert torch.equal(out, swapped[0]) and torch.equal(a_t, swapped[1])

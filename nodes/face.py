@@ -1,7 +1,6 @@
 """Shared face tools: detector loader, detect, select, track, align & crop, paste back, identities."""
 from __future__ import annotations
 
-import os
 
 from ..models.face import align, detect, paste, track
 from ..models.face import identity as idlib
@@ -251,14 +250,7 @@ class SwapForgeSaveIdentity:
         }}
 
     def save(self, identity, filename, overwrite):
-        name = os.path.basename(filename.strip()) or "person"
-        if not name.endswith(".safetensors"):
-            name += ".safetensors"
-        path = os.path.join(services.default_folder("swapforge_identities"), name)
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"SwapForge: {path} already exists. Choose another file name or set "
-                                  "overwrite to true.")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        path = services.new_file_path("swapforge_identities", filename, "person", overwrite)
         idlib.save_identity(identity, path)
         return {"ui": {"text": [f"saved {path}"]}}
 
@@ -277,11 +269,8 @@ class SwapForgeLoadIdentity:
             "tooltip": "An identity file in models/swapforge/identities."})}}
 
     def load(self, name):
-        path = services.full_path("swapforge_identities", name)
-        if path is None:
-            raise FileNotFoundError(f"SwapForge: no identity file {name!r} in "
-                                    f"{services.folder_paths_for('swapforge_identities')}. Save one with Save "
-                                    "Identity, then refresh the node list.")
+        path = services.require_file("swapforge_identities", name,
+                                     "Save one with Save Identity (identities are .safetensors files).")
         return (idlib.load_identity(path),)
 
 

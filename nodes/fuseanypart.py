@@ -52,13 +52,10 @@ class SwapForgeFuseAnyPartLoader:
                        "models/swapforge/fuseanypart."})}}
 
     def load(self, fap_name):
-        path = services.full_path("swapforge_fuseanypart", fap_name)
-        if path is None:
-            raise FileNotFoundError(
-                f"SwapForge: no FuseAnyPart weights named {fap_name!r} in "
-                f"{services.folder_paths_for('swapforge_fuseanypart')}. Expected fap.bin (about 3.4 GB, from the "
-                "FuseAnyPart authors' release, hub repo Thomas-Tom/FuseAnyPart; no licence stated: research use). "
-                "Put the file there and refresh the node list.")
+        path = services.require_file(
+            "swapforge_fuseanypart", fap_name,
+            "Expected fap.bin (about 3.4 GB) from the FuseAnyPart authors' release (hub repo Thomas-Tom/FuseAnyPart; "
+            "no licence stated: research use).")
         unet_sd, adapter = pipeline.load_fap(path)
         return (services.load_diffusion_model(unet_sd, path), adapter)
 

@@ -345,13 +345,7 @@ class SwapForgeSaveAvatar:
         }}
 
     def save(self, avatar, filename, overwrite):
-        name = os.path.basename(filename.strip()) or "avatar"
-        if not name.endswith(".safetensors"):
-            name += ".safetensors"
-        path = os.path.join(services.default_folder("swapforge_avatars"), name)
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"SwapForge: {path} already exists. Choose another file name or set "
-                                  "overwrite to true.")
+        path = services.new_file_path("swapforge_avatars", filename, "avatar", overwrite)
         avlib.save_avatar(avatar, path)
         return {"ui": {"text": [f"saved {path}"]}}
 
@@ -370,11 +364,8 @@ class SwapForgeLoadAvatar:
             "tooltip": "An avatar file in models/swapforge/avatars."})}}
 
     def load(self, name):
-        path = services.full_path("swapforge_avatars", name)
-        if path is None:
-            raise FileNotFoundError(f"SwapForge: no avatar file {name!r} in "
-                                    f"{services.folder_paths_for('swapforge_avatars')}. Save one with Save "
-                                    "Avatar, then refresh the node list.")
+        path = services.require_file("swapforge_avatars", name,
+                                     "Save one with Save Avatar (avatars are .safetensors files).")
         with torch.inference_mode(False):  # normal tensors: the avatar may be trained further (resume)
             return (avlib.load_avatar(path),)
 

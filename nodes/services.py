@@ -127,6 +127,32 @@ def full_path(key: str, name: str) -> Optional[str]:
     return None
 
 
+def require_file(key: str, name: str, expected: str) -> str:
+    """The full path of `name` under `key`, or FileNotFoundError naming the file, the folders searched and
+    `expected` (what the file is, where users get it, its licence)."""
+    path = full_path(key, name)
+    if path is None:
+        raise FileNotFoundError(f"SwapForge: no file {name!r} in {folder_paths_for(key)}. {expected} "
+                                "Put the file there and refresh the node list.")
+    return path
+
+
+def new_file_path(key: str, filename: str, default_stem: str, overwrite: bool,
+                  extension: str = ".safetensors") -> str:
+    """Where a Save node writes `filename` (base name only, extension added) in the key's default folder;
+    refuses to replace an existing file unless `overwrite`."""
+    name = os.path.basename(filename.strip()) or default_stem
+    if not name.endswith(extension):
+        name += extension
+    folder = default_folder(key)
+    path = os.path.join(folder, name)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"SwapForge: {path} already exists. Choose another file name or set overwrite "
+                              "to true.")
+    os.makedirs(folder, exist_ok=True)
+    return path
+
+
 def output_directory() -> str:
     if HAS_COMFY:
         return folder_paths.get_output_directory()

@@ -46,11 +46,6 @@ def _module(managed, kinds, what: str):
     return module
 
 
-def _missing(key: str, name: str, expected: str) -> FileNotFoundError:
-    return FileNotFoundError(f"SwapForge: no file {name!r} in {services.folder_paths_for(key)}. Expected {expected}. "
-                             "Put the file there and refresh the node list.")
-
-
 class SwapForgeStyleSwapLoader:
     DESCRIPTION = ("Loads a StyleSwap face swapper (encoder, Style Blending Module, StyleGAN2 decoder) from "
                    "models/swapforge/styleswap. No public weights exist for this paper: train one with "
@@ -94,9 +89,8 @@ class SwapForgePSPEncoderLoader:
         }}
 
     def load(self, encoder_name, kind):
-        path = services.full_path("swapforge_psp", encoder_name)
-        if path is None:
-            raise _missing("swapforge_psp", encoder_name, "psp_ffhq_encode.pt (pSp) or e4e_ffhq_encode.pt (e4e)")
+        path = services.require_file("swapforge_psp", encoder_name,
+                                     "Expected psp_ffhq_encode.pt (pSp) or e4e_ffhq_encode.pt (e4e).")
         return (_managed(checkpoints.load_psp_encoder(path, None if kind == "auto" else kind)),)
 
 
@@ -116,9 +110,7 @@ class SwapForgeStyleGAN2Loader:
                        "non-commercial) in models/swapforge/stylegan2."})}}
 
     def load(self, generator_name):
-        path = services.full_path("swapforge_stylegan2", generator_name)
-        if path is None:
-            raise _missing("swapforge_stylegan2", generator_name, "stylegan2-ffhq-config-f.pt")
+        path = services.require_file("swapforge_stylegan2", generator_name, "Expected stylegan2-ffhq-config-f.pt.")
         return (_managed(checkpoints.load_stylegan2(path)[0]),)
 
 

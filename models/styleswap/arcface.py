@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import BottleneckIRSE, ir_se50_units
+from .encoder import BottleneckIRSE, ir_se50_units, state_dict_mismatch
 
 CHECKPOINT_FOLDER = "models/swapforge/arcface"
 CHECKPOINT_NAME = "model_ir_se50.pth"
@@ -132,14 +132,8 @@ def load_arcface(path_or_state) -> ArcFaceIRSE50:
     channels = int(first.shape[0]) if first is not None else 64
     model = ArcFaceIRSE50(channels=channels)
     expected = model.state_dict()
-    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                   if k in state and tuple(state[k].shape) != tuple(v.shape))
-    if missing or unexpected or wrong:
-        parts = [f"{name} {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                 if keys]
+    parts = state_dict_mismatch(expected, state, limit=8)
+    if parts:
         raise ValueError(f"SwapForge: these weights are not pSp's IR-SE50 ArcFace: {'; '.join(parts)}. "
                          f"Use an unmodified {CHECKPOINT_NAME}.")
     full = dict(state)

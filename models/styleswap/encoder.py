@@ -296,6 +296,24 @@ def _read_checkpoint(path_or_state) -> Mapping:
                          f"truncated.") from exc
 
 
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                        prefix: str = "", limit: int | None = None) -> list:
+    """What keeps `state` from loading strictly into a module whose state dict is `expected`: a list of
+    "missing ...", "unexpected ...", "wrong shape ..." phrases (empty when it fits). BatchNorm's
+    num_batches_tracked only counts training steps, so files saved without it still count as fitting."""
+    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                   if k in state and tuple(state[k].shape) != tuple(v.shape))
+    parts = []
+    for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            shown = keys if limit is None else keys[:limit]
+            more = " ..." if len(shown) < len(keys) else ""
+            parts.append(f"{name} " + ", ".join(prefix + k for k in shown) + more)
+    return parts
+
+
 def load_psp(path_or_state, kind: Optional[str] = None, split: Sequence[int] = PSP_SPLIT,
              n_styles: int = 18) -> Tuple[StyleEncoder, Optional[torch.Tensor]]:
     """Load a pSp / e4e checkpoint's encoder -> (StyleEncoder in eval mode on CPU, latent_avg or None).
@@ -332,19 +350,8 @@ def load_psp(path_or_state, kind: Optional[str] = None, split: Sequence[int] = P
     encoder = StyleEncoder(split=split, n_styles=n_styles, style_dim=int(head.shape[0]),
                            channels=int(first.shape[0]), in_channels=int(first.shape[1]), kind=kind)
     expected = encoder.state_dict()
-    # BatchNorm's num_batches_tracked only counts training steps; files saved without it still load.
-    missing = sorted(k for k in expected if k not in enc_state and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in enc_state if k not in expected)
-    wrong = sorted(f"{k} {tuple(enc_state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                   if k in enc_state and tuple(enc_state[k].shape) != tuple(v.shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join("encoder." + k for k in missing))
-        if unexpected:
-            parts.append("unexpected " + ", ".join("encoder." + k for k in unexpected))
-        if wrong:
-            parts.append("wrong shape " + ", ".join("encoder." + k for k in wrong))
+    parts = state_dict_mismatch(expected, enc_state, prefix="encoder.")
+    if parts:
         raise ValueError(f"SwapForge: the checkpoint's encoder does not match pSp's GradualStyleEncoder with "
                          f"split {tuple(split)} and {n_styles} styles: {'; '.join(parts)}. Use an unmodified "
                          f"psp_ffhq_encode.pt or e4e_ffhq_encode.pt.")

@@ -5,58 +5,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.face.align import align_crop, kps5_from_landmarks68
+from models.face.align import align_crop
 from models.face.geometry import apply_affine
 from models.face.paste import erode_feather, paste_back
 from models.face.records import CropSet, FaceSet, FrameFaces
+from synthclip import make_faces, smooth_frames, unit_face
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
-
-
-def unit_face() -> np.ndarray:
-    """68 iBUG-ordered points of a frontal face in face units (eyes at y = -0.3, mouth at 0.5, nose tip
-    (30) at (0, 0.1), chin (8) at (0, 1), brows at y = -0.55)."""
-    p = np.zeros((68, 2))
-    t = np.linspace(0, np.pi, 17)
-    p[0:17] = np.stack([-np.cos(t), -0.2 + 1.2 * np.sin(t)], 1)
-    p[17:22] = np.stack([np.linspace(-0.8, -0.2, 5), np.full(5, -0.55)], 1)
-    p[22:27] = np.stack([np.linspace(0.2, 0.8, 5), np.full(5, -0.55)], 1)
-    p[27:31] = np.stack([np.zeros(4), np.linspace(-0.4, 0.1, 4)], 1)
-    p[31:36] = np.stack([np.linspace(-0.2, 0.2, 5), np.full(5, 0.2)], 1)
-    a = np.arange(6) * np.pi / 3
-    hexagon = np.stack([0.12 * np.cos(a + np.pi), 0.06 * np.sin(a + np.pi)], 1)
-    p[36:42] = hexagon + [-0.4, -0.3]
-    p[42:48] = hexagon + [0.4, -0.3]
-    b = np.linspace(np.pi, -np.pi, 12, endpoint=False)
-    p[48:60] = np.stack([0.35 * np.cos(b), 0.5 - 0.12 * np.sin(b)], 1)
-    c = np.linspace(np.pi, -np.pi, 8, endpoint=False)
-    p[60:68] = np.stack([0.25 * np.cos(c), 0.5 - 0.05 * np.sin(c)], 1)
-    return p
 
 
 def face_at(cx, cy, scale, angle_deg=0.0) -> np.ndarray:
     a = np.radians(angle_deg)
     r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     return unit_face() @ r.T * scale + [cx, cy]
-
-
-def make_faces(lms) -> FrameFaces:
-    lms = np.asarray(lms, np.float32).reshape(-1, 68, 2)
-    boxes = np.concatenate([lms.min(1), lms.max(1)], 1)
-    kps = np.stack([kps5_from_landmarks68(l) for l in lms]) if len(lms) else np.zeros((0, 5, 2))
-    return FrameFaces(boxes, np.ones(len(lms)), kps, lms)
-
-
-def smooth_frames(b, h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = []
-    for _ in range(b):
-        ph = rng.uniform(0, 2 * np.pi, 3)
-        out.append(np.stack([0.5 + 0.4 * np.sin(x / 23 + ph[0]) * np.cos(y / 31),
-                             0.5 + 0.4 * np.cos(y / 19 + ph[1]),
-                             0.5 + 0.3 * np.sin((x + y) / 29 + ph[2])], -1))
-    return np.stack(out).astype(np.float32)
 
 
 def disc(h, w, cx, cy, r):

@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .geometry import apply_affine, umeyama
+from .geometry import apply_affine, check_points, umeyama
 from .records import Crop, CropSet, FaceSet
 
 TEMPLATES = ("ffhq", "arcface")
@@ -42,14 +42,7 @@ def _check_size(size) -> int:
 
 
 def _points(a, n: int, what: str) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    if a.shape != (n, 2):
-        raise ValueError(f"SwapForge align: {what} must have shape ({n}, 2), got {a.shape}. "
-                         f"Pass the points of one face as (x, y) pixels.")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"SwapForge align: {what} contain NaN or infinite values. "
-                         f"Re-run the detector on this frame or drop the face.")
-    return a
+    return check_points(a, n, what, "align")
 
 
 def ffhq_quad(eye_left, eye_right, mouth_left, mouth_right) -> np.ndarray:

@@ -4,6 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_points(a, n: int, what: str, stage: str) -> np.ndarray:
+    """`a` as float64 [n, 2] (x, y) pixels of one face, or a ValueError naming `stage` and `what`
+    (wrong shape, or NaN / infinite values)."""
+    a = np.asarray(a, np.float64)
+    if a.shape != (n, 2):
+        raise ValueError(f"SwapForge {stage}: {what} must be [{n}, 2] (x, y) px, got shape {a.shape}. "
+                         f"Pass the points of one face.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"SwapForge {stage}: {what} contain NaN or infinite values. "
+                         f"Re-run the detector on this frame or drop the face.")
+    return a
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray, estimate_scale: bool = True) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking src points onto dst points.
 

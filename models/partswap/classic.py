@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..face.color import COLOR_SPACES, match_color
-from ..face.geometry import umeyama
+from ..face.geometry import check_points, umeyama
 from ..face.records import FaceSet
 from .blend import BLEND_MODES, blend
 from .parts import PART_LANDMARKS, PARTS, part_masks
@@ -40,12 +40,7 @@ def _image(a, what: str) -> np.ndarray:
 
 
 def _lm(a, what: str) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    if a.shape != (68, 2):
-        raise ValueError(f"SwapForge classic swap: {what} must be 68 landmarks [68, 2] (x, y) px, got shape {a.shape}.")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"SwapForge classic swap: {what} contain NaN or infinite values. Re-detect the face.")
-    return a
+    return check_points(a, 68, what, "classic swap")
 
 
 def _check_sources(sources: Dict[str, Source]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:

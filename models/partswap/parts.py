@@ -22,6 +22,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..face.geometry import check_points
 from ..face.records import FaceSet, PartBoxes, PartSet
 
 PARTS = ("eyes", "nose", "mouth")
@@ -39,14 +40,7 @@ PART_COLORS = {"eyes": (1.0, 0.2, 0.2), "nose": (0.2, 1.0, 0.2), "mouth": (0.2, 
 # ---------------------------------------------------------------- validation helpers
 
 def _landmarks(landmarks68, what: str = "landmarks68") -> np.ndarray:
-    lm = np.asarray(landmarks68, np.float64)
-    if lm.shape != (68, 2):
-        raise ValueError(f"SwapForge parts: {what} must be [68, 2] (x, y) px in iBUG order, got shape "
-                         f"{lm.shape}. Pass the 68 landmarks of one face.")
-    if not np.all(np.isfinite(lm)):
-        raise ValueError(f"SwapForge parts: {what} contain NaN or infinite values. Re-run the face "
-                         f"detection on this frame or drop the face.")
-    return lm
+    return check_points(landmarks68, 68, what, "parts")
 
 
 def _frame_size(frame_size) -> Tuple[int, int]:

@@ -192,26 +192,16 @@ def generate(cache_dir: str, log=print) -> dict:
     models = os.path.join(cache_dir, "models")
     sizes, times = {}, {}
 
-    t = time.monotonic()
-    state = fap_state(dtype)
-    sizes[FAP_REL] = _atomic(os.path.join(models, FAP_REL), lambda p: torch.save(state, p))
-    del state
-    times["fap"] = round(time.monotonic() - t, 1)
-    log(f"fap.bin: {sizes[FAP_REL] / 2**20:.0f} MiB in {times['fap']} s")
+    def write(key, rel, label, make, save):
+        t = time.monotonic()
+        tensors = make()
+        sizes[rel] = _atomic(os.path.join(models, rel), lambda p: save(tensors, p))
+        times[key] = round(time.monotonic() - t, 1)
+        log(f"{label}: {sizes[rel] / 2**20:.0f} MiB in {times[key]} s")
 
-    t = time.monotonic()
-    clip = _fill(clip_vision_shapes(), seed=2345, dtype=dtype)
-    sizes[CLIP_REL] = _atomic(os.path.join(models, CLIP_REL), lambda p: save_file(clip, p))
-    del clip
-    times["clip_vision"] = round(time.monotonic() - t, 1)
-    log(f"{CLIP_NAME}: {sizes[CLIP_REL] / 2**20:.0f} MiB in {times['clip_vision']} s")
-
-    t = time.monotonic()
-    vae = _fill(vae_shapes(), seed=3456, dtype=dtype)
-    sizes[VAE_REL] = _atomic(os.path.join(models, VAE_REL), lambda p: save_file(vae, p))
-    del vae
-    times["vae"] = round(time.monotonic() - t, 1)
-    log(f"{VAE_NAME}: {sizes[VAE_REL] / 2**20:.0f} MiB in {times['vae']} s")
+    write("fap", FAP_REL, "fap.bin", lambda: fap_state(dtype), torch.save)
+    write("clip_vision", CLIP_REL, CLIP_NAME, lambda: _fill(clip_vision_shapes(), seed=2345, dtype=dtype), save_file)
+    write("vae", VAE_REL, VAE_NAME, lambda: _fill(vae_shapes(), seed=3456, dtype=dtype), save_file)
 
     import diffusers
     man = {"version": VERSION, "sizes": sizes, "seconds": times, "dtype": "float16",

@@ -21,6 +21,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 from ..face.geometry import check_points
 from ..face.records import FaceSet, PartBoxes, PartSet
@@ -203,7 +204,9 @@ def _soft_polygon_mask(poly: np.ndarray, h: int, w: int, dilate_px: float, sigma
     if r > 0:
         roi = cv2.dilate(roi, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     if sigma_px > 0:
-        d = cv2.distanceTransform((roi == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        # exact Euclidean distance to the region. scipy's, not cv2.distanceTransform(DIST_MASK_PRECISE): the
+        # latter's multithreaded float results varied between calls on equal input (flaky masks, seen in tests)
+        d = distance_transform_edt(roi == 0)
         m = np.exp(-0.5 * (d / sigma_px) ** 2).astype(np.float32)
         m[d > reach] = 0.0
     else:

@@ -5,10 +5,38 @@ import numpy as np
 
 from ..models.face import detect
 from ..models.face.records import FaceSet
-from ..models.partswap import blend, classic, parts
+from ..models.partswap import blend, classic, part_detect, parts
+from . import services
 from .common import FACE_MODEL, FACES, PARTS_TYPE, images_np, progress, to_image, to_mask
 
 CATEGORY = "SwapForge/Part swap"
+GDINO = "SWAPFORGE_GROUNDING_DINO"
+SAM = "SWAPFORGE_SAM"
+
+GDINO_EXPECTED = ("Expected an official Grounding DINO checkpoint (groundingdino_swint_ogc.pth, 694 MB, or "
+                  "groundingdino_swinb_cogcoor.pth, 938 MB; Apache-2.0) from the IDEA-Research/GroundingDINO "
+                  "GitHub releases or the hub repo ShilongLiu/GroundingDINO, in models/grounding-dino.")
+BERT_EXPECTED = ("Grounding DINO's text side needs a local bert-base-uncased folder (config.json and vocab.txt "
+                 "or tokenizer.json; Apache-2.0; hub repo google-bert/bert-base-uncased) in "
+                 "models/bert-base-uncased.")
+SAM_EXPECTED = ("Expected an official Segment Anything checkpoint (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth or "
+                "sam_vit_h_4b8939.pth; Apache-2.0) from the facebookresearch/segment-anything README, in "
+                "models/sams.")
+
+
+class _Loaded:
+    """A loaded detector/refiner and its torch module under ComfyUI's memory manager."""
+
+    def __init__(self, runner, module):
+        module = module.to(dtype=services.compute_dtype(services.torch_device())).eval()
+        size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+        self.runner = runner
+        self.managed = services.ManagedModel(module, size_bytes=size)
+
+    def ready(self):
+        """The runner, with its module placed on ComfyUI's device (load right before use)."""
+        self.managed.load()
+        return self.runner
 
 
 class SwapForgeFaceParts:
@@ -101,6 +129,139 @@ class SwapForgeClassicPartSwap:
         return (to_image(out), to_mask(mask), report)
 
 
+class SwapForgeGroundingDinoLoader:
+    DESCRIPTION = ("Loads an official Grounding DINO checkpoint (SwinT-OGC or SwinB) from models/grounding-dino "
+                   "with a local bert-base-uncased folder, for the Part Detector. Runs on transformers' own "
+                   "Grounding DINO; nothing is downloaded.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (GDINO,)
+    RETURN_NAMES = ("grounding_dino",)
+    OUTPUT_TOOLTIPS = ("A text-prompted box detector for the Part Detector.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (services.list_files("grounding-dino", (".pth", ".safetensors")),
+                           {"tooltip": "The checkpoint in models/grounding-dino (groundingdino_swint_ogc.pth "
+                                       "or groundingdino_swinb_cogcoor.pth)."}),
+            "bert": (services.list_dirs("bert-base-uncased"),
+                     {"tooltip": "The bert-base-uncased folder (config.json + vocab.txt) in models/."}),
+        }}
+
+    def load(self, model_name, bert):
+        path = services.require_file("grounding-dino", model_name, GDINO_EXPECTED)
+        bert_dir = services.dir_path("bert-base-uncased", bert)
+        if bert_dir is None:
+            raise FileNotFoundError(f"SwapForge: no BERT folder {bert!r} in "
+                                    f"{services.folder_paths_for('bert-base-uncased')}. {BERT_EXPECTED}")
+        from ..models.partswap import grounding_dino
+        gd = grounding_dino.load_grounding_dino(path, bert_dir)
+        return (_Loaded(gd, gd.model),)
+
+
+class SwapForgeSAMLoader:
+    DESCRIPTION = ("Loads an official Segment Anything checkpoint (vit_b, vit_l or vit_h) from models/sams, for "
+                   "the Part Detector's 'sam' mask mode.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SAM,)
+    RETURN_NAMES = ("sam",)
+    OUTPUT_TOOLTIPS = ("A box-prompted segmenter that refines part boxes into masks.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (services.list_files("sams", (".pth", ".safetensors")),
+                           {"tooltip": "The checkpoint in models/sams (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth "
+                                       "or sam_vit_h_4b8939.pth)."}),
+        }}
+
+    def load(self, model_name):
+        path = services.require_file("sams", model_name, SAM_EXPECTED)
+        from ..models.partswap import sam
+        refiner = sam.load_sam(path)
+        return (_Loaded(refiner, refiner.model),)
+
+
+class SwapForgePartDetector:
+    DESCRIPTION = ("FuseAnyPart part boxes (eyes with brows, nose, mouth; [y0, x0, y1, x1] normalised, tiled "
+                   "vertically) and part masks for every face of every frame. Backends: the 68 landmarks "
+                   "(default, needs nothing) or Grounding DINO with a text prompt per part, searched inside "
+                   "each detected face; a face where a part is not found falls back to its landmark boxes and "
+                   "the report says so. Masks: hard boxes, soft landmark hulls, or SAM inside each box.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (PARTS_TYPE, "MASK", "MASK", "MASK", "IMAGE", "STRING")
+    RETURN_NAMES = ("parts", "eyes_mask", "nose_mask", "mouth_mask", "preview", "report")
+    OUTPUT_TOOLTIPS = ("FuseAnyPart part boxes per frame and face: [y0, x0, y1, x1], normalised.",
+                       "Mask of the eyes and brows.", "Mask of the nose.", "Mask of the mouth.",
+                       "The frames with the part boxes drawn (eyes red, nose green, mouth blue).",
+                       "One line per frame: where each face's boxes came from (with the detector's scores), "
+                       "frames without a face.")
+    FUNCTION = "detect"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        thr = {"min": 0.0, "max": 0.99, "step": 0.01}
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The frames the faces were detected on."}),
+            "faces": (FACES, {"tooltip": "Faces from Detect, Select or Track Faces: the detector searches inside "
+                                         "each face, and the landmarks are the default and the fallback."}),
+            "backend": (["landmarks", "grounding_dino"],
+                        {"default": "landmarks", "tooltip": "landmarks: boxes from the 68 landmarks (embedded). "
+                         "grounding_dino: the paper's text-prompted detector (connect Load Grounding DINO)."}),
+            "mask_mode": (list(part_detect.MASK_MODES),
+                          {"default": "box", "tooltip": "box: the hard part boxes (what FuseAnyPart inpaints). "
+                           "landmarks: soft hulls of the part landmarks (the classic swap's regions). sam: "
+                           "Segment Anything's mask for each box, cut to the box (connect Load SAM)."}),
+            "eyes_prompt": ("STRING", {"default": part_detect.DEFAULT_PROMPTS["eyes"],
+                                       "tooltip": "Grounding DINO phrases for the eyes part, separated by '.'; "
+                                                  "every match is merged into one box (eyes and brows)."}),
+            "nose_prompt": ("STRING", {"default": part_detect.DEFAULT_PROMPTS["nose"],
+                                       "tooltip": "Grounding DINO phrases for the nose (best match kept)."}),
+            "mouth_prompt": ("STRING", {"default": part_detect.DEFAULT_PROMPTS["mouth"],
+                                        "tooltip": "Grounding DINO phrases for the mouth (best match kept)."}),
+            "box_threshold": ("FLOAT", {"default": 0.35, **thr,
+                                        "tooltip": "Grounding DINO: keep boxes scoring above this."}),
+            "text_threshold": ("FLOAT", {"default": 0.25, **thr,
+                                         "tooltip": "Grounding DINO: a phrase counts for a box when its tokens "
+                                                    "score above this."}),
+            "face_margin": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 2.0, "step": 0.05,
+                                      "tooltip": "The detector sees each face's box widened by this fraction of "
+                                                 "its size on every side."}),
+            "face_index": ("INT", {"default": -1, "min": -1, "max": 63,
+                                   "tooltip": "Masks of this face only (-1: all faces). Boxes cover every face."}),
+        }, "optional": {
+            "grounding_dino": (GDINO, {"tooltip": "From Load Grounding DINO; needed by the grounding_dino backend."}),
+            "sam": (SAM, {"tooltip": "From Load SAM; needed by the sam mask mode."}),
+        }}
+
+    def detect(self, image, faces, backend, mask_mode, eyes_prompt, nose_prompt, mouth_prompt, box_threshold,
+               text_threshold, face_margin, face_index, grounding_dino=None, sam=None):
+        frames = images_np(image)
+        faces.check_batch(len(frames))
+        detector = None
+        if backend == "grounding_dino":
+            if grounding_dino is None:
+                raise ValueError("SwapForge Part Detector: the grounding_dino backend needs a model. Connect Load "
+                                 "Grounding DINO, or choose the landmarks backend.")
+            detector = grounding_dino.ready()
+        if mask_mode == "sam" and sam is None:
+            raise ValueError("SwapForge Part Detector: mask mode 'sam' needs a SAM model. Connect Load SAM, or "
+                             "choose the 'box' or 'landmarks' mask mode.")
+        prompts = {"eyes": eyes_prompt, "nose": nose_prompt, "mouth": mouth_prompt}
+        pbar = progress(len(frames) * (2 if mask_mode == "sam" else 1))
+        partset, report = part_detect.detect_parts(frames, faces, detector, prompts, box_threshold,
+                                                   text_threshold, face_margin, on_frame=pbar)
+        masks = part_detect.part_masks(frames, faces, partset, mask_mode,
+                                       refiner=sam.ready() if mask_mode == "sam" else None,
+                                       face_index=None if face_index < 0 else face_index,
+                                       on_frame=pbar if mask_mode == "sam" else None)
+        text = part_detect.format_report(report, len(frames), faces.counts(), backend)
+        return (partset, to_mask(masks["eyes"]), to_mask(masks["nose"]), to_mask(masks["mouth"]),
+                to_image(parts.draw_parts(frames, partset)), text)
+
+
 def _source_part(face_model, image, part):
     """(image, 68 landmarks) of the largest face in the first image of a source batch."""
     first = images_np(image)[:1]
@@ -114,8 +275,14 @@ def _source_part(face_model, image, part):
 NODE_CLASS_MAPPINGS = {
     "SwapForge_FaceParts": SwapForgeFaceParts,
     "SwapForge_ClassicPartSwap": SwapForgeClassicPartSwap,
+    "SwapForge_PartDetector": SwapForgePartDetector,
+    "SwapForge_GroundingDinoLoader": SwapForgeGroundingDinoLoader,
+    "SwapForge_SAMLoader": SwapForgeSAMLoader,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SwapForge_FaceParts": "Face Parts (SwapForge)",
     "SwapForge_ClassicPartSwap": "Classic Part Swap (SwapForge)",
+    "SwapForge_PartDetector": "Part Detector (SwapForge)",
+    "SwapForge_GroundingDinoLoader": "Load Grounding DINO (SwapForge)",
+    "SwapForge_SAMLoader": "Load SAM (SwapForge)",
 }

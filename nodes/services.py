@@ -43,6 +43,15 @@ FOLDER_EXTENSIONS: Dict[str, set] = {
 }
 CORE_FOLDERS: Dict[str, str] = {
     "insightface": "insightface",
+    # the keys other segment/ground packs use, so one copy of each file serves them all
+    "sams": "sams",
+    "grounding-dino": "grounding-dino",
+    "bert-base-uncased": "bert-base-uncased",  # a folder: config.json + vocab.txt (Grounding DINO's text side)
+}
+# Extensions SwapForge lists under shared keys (added to what other packs registered, never removed).
+CORE_EXTENSIONS: Dict[str, set] = {
+    "sams": {".pth", ".safetensors"},
+    "grounding-dino": {".pth", ".safetensors"},
 }
 _fallback_extra: Dict[str, List[str]] = {}
 
@@ -67,6 +76,10 @@ def register_folders() -> None:
     for key, exts in FOLDER_EXTENSIONS.items():
         paths, _ = folder_paths.folder_names_and_paths[key]
         folder_paths.folder_names_and_paths[key] = (paths, set(exts))
+    for key, exts in CORE_EXTENSIONS.items():
+        paths, known_exts = folder_paths.folder_names_and_paths[key]
+        if known_exts:  # an empty set already means "any file"
+            folder_paths.folder_names_and_paths[key] = (paths, set(known_exts) | set(exts))
 
 
 def folder_paths_for(key: str) -> List[str]:
@@ -111,6 +124,31 @@ def list_files(key: str, extensions=(".safetensors",)) -> List[str]:
                 if f.lower().endswith(tuple(extensions)):
                     out.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
     return sorted(out)
+
+
+def _dirs(key: str, marker: str) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    base = models_dir()
+    for root in folder_paths_for(key):
+        if not os.path.isdir(root):
+            continue
+        for c in [root] + [os.path.join(root, d) for d in sorted(os.listdir(root))]:
+            if os.path.isfile(os.path.join(c, marker)):
+                rel = os.path.relpath(c, base).replace(os.sep, "/")
+                out.setdefault(os.path.abspath(c).replace(os.sep, "/") if rel.startswith("..") else rel, c)
+    return out
+
+
+def list_dirs(key: str, marker: str = "config.json") -> List[str]:
+    """Folders holding `marker` under a key, for models kept as a folder of files (a BERT tokenizer and
+    config): each registered folder itself and its direct subfolders, named by their path relative to the
+    models dir (absolute when outside it)."""
+    return sorted(_dirs(key, marker))
+
+
+def dir_path(key: str, name: str, marker: str = "config.json") -> Optional[str]:
+    """The full path of a folder listed by list_dirs, or None."""
+    return _dirs(key, marker).get(name)
 
 
 def full_path(key: str, name: str) -> Optional[str]:

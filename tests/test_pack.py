@@ -11,7 +11,8 @@ from packloader import load_pack
 FILE_LIST_INPUTS = {("SwapForge_LoadIdentity", "name"), ("SwapForge_FuseAnyPartLoader", "fap_name"),
                     ("SwapForge_StyleSwapLoader", "swapper_name"), ("SwapForge_PSPEncoderLoader", "encoder_name"),
                     ("SwapForge_StyleGAN2Loader", "generator_name"),
-                    ("SwapForge_LoadAvatar", "name")}
+                    ("SwapForge_LoadAvatar", "name"), ("SwapForge_GroundingDinoLoader", "model_name"),
+                    ("SwapForge_GroundingDinoLoader", "bert"), ("SwapForge_SAMLoader", "model_name")}
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "MODEL", "VAE", "CLIP_VISION", "INT", "FLOAT",
                "STRING", "BOOLEAN"}
 

@@ -27,8 +27,10 @@ SAM_EXPECTED = ("Expected an official Segment Anything checkpoint (sam_vit_b_01e
 class _Loaded:
     """A loaded detector/refiner and its torch module under ComfyUI's memory manager."""
 
-    def __init__(self, runner, module):
-        module = module.to(dtype=services.compute_dtype(services.torch_device())).eval()
+    def __init__(self, runner):
+        # the runner applies ComfyUI's dtype where it is safe (SAM keeps its prompt side in float32)
+        runner.to("cpu", services.compute_dtype(services.torch_device()))
+        module = runner.model.eval()
         size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
         self.runner = runner
         self.managed = services.ManagedModel(module, size_bytes=size)
@@ -157,7 +159,7 @@ class SwapForgeGroundingDinoLoader:
                                     f"{services.folder_paths_for('bert-base-uncased')}. {BERT_EXPECTED}")
         from ..models.partswap import grounding_dino
         gd = grounding_dino.load_grounding_dino(path, bert_dir)
-        return (_Loaded(gd, gd.model),)
+        return (_Loaded(gd),)
 
 
 class SwapForgeSAMLoader:
@@ -181,7 +183,7 @@ class SwapForgeSAMLoader:
         path = services.require_file("sams", model_name, SAM_EXPECTED)
         from ..models.partswap import sam
         refiner = sam.load_sam(path)
-        return (_Loaded(refiner, refiner.model),)
+        return (_Loaded(refiner),)
 
 
 class SwapForgePartDetector:

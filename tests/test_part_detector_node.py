@@ -4,13 +4,13 @@ The Grounding DINO backend is exercised with a stand-in detector here (no real w
 checkpoint conversion is proven in tests/test_grounding_dino.py and the post-processing in
 tests/test_part_detect.py.
 """
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from models.partswap import part_detect, parts
+from models.face.records import FaceSet
+from models.partswap import parts
 from packloader import load_pack
 from synthclip import make_clip
 
@@ -118,3 +118,23 @@ def test_bert_folders_are_listed_by_their_config(pack, tmp_path, monkeypatch):
     assert services.list_dirs("bert-base-uncased") == ["bert-base-uncased", "bert-base-uncased/other"]
     assert services.dir_path("bert-base-uncased", "bert-base-uncased/other") == str(root / "other")
     assert services.dir_path("bert-base-uncased", "bert-base-uncased/empty") is None
+
+
+def test_sam_mask_mode_runs_an_official_layout_vit_b_through_the_loader_node(N, clip_and_faces, tmp_path,
+                                                                             monkeypatch):
+    """Wiring only: a vit_b checkpoint with the official keys and shapes but all-zero weights (a few KB on
+    disk, tests/test_sam.py) loads through Load SAM and runs inside the Part Detector; its masks must lie
+    inside the part boxes. Segmentation quality needs the real weights (none offline)."""
+    from test_sam import _stride0_checkpoint
+    monkeypatch.setenv("SWAPFORGE_MODELS_DIR", str(tmp_path))
+    (tmp_path / "sams").mkdir()
+    _stride0_checkpoint("vit_b", tmp_path / "sams" / "sam_vit_b_01ec64.pth")
+    sam = N["SwapForge_SAMLoader"]().load("sam_vit_b_01ec64.pth")[0]
+    assert sam.runner.variant == "vit_b"
+    clip, faces = clip_and_faces
+    one = FaceSet(faces.frames[:1], faces.frame_size)
+    ps, eyes, nose, mouth, _, report = N["SwapForge_PartDetector"]().detect(
+        clip[:1], one, "landmarks", "sam", **ARGS, sam=sam)
+    box = parts.box_mask(ps.frames[0][0].eyes, clip.shape[1:3])
+    assert eyes.shape == (1,) + clip.shape[1:3]
+    assert float((eyes[0].numpy() * (1 - box)).max()) == 0.0

@@ -38,10 +38,9 @@ def _smplx_importable() -> bool:
 
 
 def body_kinds():
-    """The body models this Python can load: the template always; anny / smplx when their packages import."""
-    kinds = [KIND_TEMPLATE]
-    if bodylib.anny_available():
-        kinds.append(KIND_ANNY)
+    """The body models to offer: Anny first (the embedded default, in requirements.txt; a clear error says how
+    to install it if it is missing), the procedural template head, and SMPL-X when the smplx package imports."""
+    kinds = [KIND_ANNY, KIND_TEMPLATE]
     if _smplx_importable():
         kinds.append(KIND_SMPLX)
     return kinds
@@ -142,9 +141,10 @@ def _comfy_preview(image: torch.Tensor):
 
 
 class SwapForgeBodyModelLoader:
-    DESCRIPTION = ("Loads the body surface GSwap's Gaussians live on: the embedded procedural head (always), the "
-                   "free Anny body (when the anny package is installed) or SMPL-X (when the smplx package is "
-                   "installed and you put SMPLX_NEUTRAL.npz in models/swapforge/smplx/smplx/).")
+    DESCRIPTION = ("Loads the body surface GSwap's Gaussians live on: the free Anny body (the embedded default, "
+                   "installed with requirements.txt), a procedural head and neck (needs nothing, fastest) or SMPL-X "
+                   "(when the smplx package is installed and you put SMPLX_NEUTRAL.npz in "
+                   "models/swapforge/smplx/smplx/).")
     CATEGORY = CATEGORY
     RETURN_TYPES = (BODY_MODEL,)
     RETURN_NAMES = ("body_model",)
@@ -155,9 +155,10 @@ class SwapForgeBodyModelLoader:
     def INPUT_TYPES(cls):
         kinds = body_kinds()
         return {"required": {"kind": (kinds, {"default": kinds[0], "tooltip":
-                "template (embedded): a procedural head and neck, needs nothing. anny (embedded): the free Anny "
-                "body (the first build takes about 80 s). smplx: SMPL-X from models/swapforge/smplx/smplx/"
-                "SMPLX_NEUTRAL.npz (licence-gated, non-commercial; never downloaded). Only installed kinds are listed."})}}
+                "anny (embedded): the free Anny body (Apache-2.0 code, CC0 assets; its first use on a machine "
+                "builds a cache in about 70 s). template (embedded): a procedural head and neck, needs nothing, "
+                "fastest. smplx: SMPL-X from models/swapforge/smplx/smplx/SMPLX_NEUTRAL.npz (licence-gated, "
+                "non-commercial; never downloaded; listed when the smplx package is installed)."})}}
 
     def load(self, kind):
         return (_load_surface(kind),)

@@ -60,9 +60,8 @@ def test_body_model_loader_lists_only_importable_kinds_and_smplx_without_npz_say
         N, tmp_path, monkeypatch):
     import importlib.util
     kinds = N["SwapForge_BodyModelLoader"].INPUT_TYPES()["required"]["kind"][0]
-    assert kinds[0] == "template (embedded)"
+    assert kinds[:2] == ["anny (embedded)", "template (embedded)"]  # Anny is the embedded default
     assert ("smplx" in kinds) == (importlib.util.find_spec("smplx") is not None)
-    assert ("anny (embedded)" in kinds) == (importlib.util.find_spec("anny") is not None)
     if "smplx" in kinds:
         monkeypatch.setenv("SWAPFORGE_MODELS_DIR", str(tmp_path))
         with pytest.raises(FileNotFoundError, match="SMPLX_NEUTRAL.npz") as e:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import numpy as np
 import pytest
@@ -112,3 +113,19 @@ def test_fit_on_real_photo_landmarks(photo):
     eye_px = float(np.linalg.norm(lm[0, 36:42].mean(0) - lm[0, 42:48].mean(0)))
     print(f"real photo: reprojection error {err:.2f} px (eye distance {eye_px:.1f} px)")
     assert err < 0.1 * eye_px   # generic template head: measured 2.06 px on a 47 px eye distance
+
+
+@pytest.mark.skipif(importlib.util.find_spec("anny") is None,
+                    reason="anny not installed (it is in requirements.txt: the embedded body model)")
+def test_fit_anny_to_real_photo_landmarks(photo):
+    """The embedded default body (Anny) tracked to dlib's 68 landmarks on a real photo (first use builds Anny's
+    cache, about 70 s)."""
+    from models.face.detect import DlibAnalyzer, to_uint8
+
+    img = photo("obama")
+    lm = DlibAnalyzer("mmod", upsample=0).detect(to_uint8(img)).landmarks68[:1]
+    tr = track.fit_track(body.AnnySurface(), lm, img.shape[:2], iters=120)
+    err = float(tr.errors_px[0])
+    eye_px = float(np.linalg.norm(lm[0, 36:42].mean(0) - lm[0, 42:48].mean(0)))
+    print(f"real photo, Anny: reprojection error {err:.2f} px (eye distance {eye_px:.1f} px)")
+    assert err < 0.1 * eye_px   # measured 2.65 px on a 47 px eye distance (120 iterations)

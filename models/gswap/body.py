@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -728,17 +728,28 @@ class AnnySurface(BodySurface):
         bone_T, bone_poses = m.get_bone_transforms(pose, rest_out["rest_bone_poses"])
         return rest_out, bone_T, bone_poses, delta, phen
 
-    def forward(self, params: BodyParams) -> BodyOutput:
+    def landmark_forward(self, params: BodyParams) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Landmarks and joints with only the landmark triangles' vertices skinned (the tracker's inner loop:
+        about half the cost of the full mesh; equal to forward's landmarks, test)."""
+        ids, local_faces = _subset(self.faces, self.lmk_faces_idx)
+        out = self.forward(params, ids)
+        return barycentric_points(out.vertices, local_faces, self.lmk_faces_idx, self.lmk_bary_coords), out.joints
+
+    def forward(self, params: BodyParams, vertex_ids: Optional[torch.Tensor] = None) -> BodyOutput:
+        """vertex_ids: skin only these vertices (landmarks68 is then not computed: None)."""
         m = self.model
         B = params.batch_size
         rest_out, bone_T, bone_poses, _, _ = self.anny_outputs(params)
         C = self.C
         bone_T = bone_T.to(torch.float32)
         w, idx = m.vertex_bone_weights.to(torch.float32), m.vertex_bone_indices
+        rest = rest_out["rest_vertices"]
+        if vertex_ids is not None:
+            w, idx, rest = w[vertex_ids], idx[vertex_ids], rest[:, vertex_ids]
         Tb = bone_T[:, idx.reshape(-1), :3, :].reshape(B, idx.shape[0], idx.shape[1], 3, 4)
         T = (w[None, :, :, None, None] * Tb).sum(2)                                  # Anny frame
         T = torch.cat([C @ T[..., :3] @ C.T, (C @ T[..., 3:])], -1)                  # surface frame
-        rest = rest_out["rest_vertices"].to(torch.float32).expand(B, -1, -1) @ C.T
+        rest = rest.to(torch.float32).expand(B, -1, -1) @ C.T
         joints = bone_poses[..., :3, 3].to(torch.float32) @ C.T
         root = (rest_out["rest_bone_heads"][:, 0].to(torch.float32) @ C.T).expand(B, -1)
         Rg = batch_rodrigues(params.global_orient)
@@ -747,7 +758,8 @@ class AnnySurface(BodySurface):
         T = torch.cat([Rg[:, None] @ T[..., :3], Rg[:, None] @ T[..., 3:] + shift[:, None, :, None]], -1)
         verts = apply_transforms(T, rest)
         joints = (Rg[:, None] @ joints[..., None])[..., 0] + shift[:, None]
-        lmk = barycentric_points(verts, self.faces, self.lmk_faces_idx, self.lmk_bary_coords)
+        lmk = None if vertex_ids is not None else barycentric_points(verts, self.faces, self.lmk_faces_idx,
+                                                                      self.lmk_bary_coords)
         return BodyOutput(vertices=verts, rest_vertices=rest, transforms=T, joints=joints, landmarks68=lmk)
 
 

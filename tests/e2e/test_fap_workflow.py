@@ -1,4 +1,4 @@
-"""workflows/fuseanypart_part_swap.api.json end to end inside a real ComfyUI, with random full-size weights.
+"""workflows/fuseanypart*.api.json (multi- and single-reference) end to end inside a real ComfyUI, with random full-size weights.
 
 No real FuseAnyPart weights exist offline, so the `fap_models` fixture (conftest.py) writes random ones of
 the released architectures and key layouts (tests/e2e/fap_weights.py: fap.bin with the 9-channel SD1.5
@@ -17,6 +17,7 @@ Run: SWAPFORGE_COMFYUI_DIR=/work/comfyui SWAPFORGE_COMFYUI_PYTHON=/work/comfyui-
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import pytest
 
 from .conftest import ROOT, queue_and_wait
 
-WORKFLOW = os.path.join(ROOT, "workflows", "fuseanypart_part_swap.api.json")
+WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "fuseanypart*.api.json")))
 E2E_STEPS = 2
 RUN_TIMEOUT_S = 600  # about 160 s on the idle 2-core machine, 330 s when it is shared
 BORDER_PX = 16    # a frame border far from the face: must come back bit-identical
@@ -66,9 +67,9 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-@pytest.fixture(scope="module")
-def fap_prompt(fap_models):
-    with open(WORKFLOW, encoding="utf-8") as f:
+@pytest.fixture(scope="module", params=WORKFLOWS, ids=lambda p: os.path.basename(p)[:-len(".api.json")])
+def fap_prompt(request, fap_models):
+    with open(request.param, encoding="utf-8") as f:
         prompt = json.load(f)
     names = {"SwapForge_FuseAnyPartLoader": ("fap_name", fap_models["fap"]),
              "CLIPVisionLoader": ("clip_name", fap_models["clip_vision"]),
@@ -104,7 +105,9 @@ def test_fuseanypart_workflow_runs_with_random_full_size_weights(comfy_server, i
 
     # ComfyUI's model detection: an SD1.5-family eps UNet (9 channels: the run itself proves ComfyUI concatenated
     # [noisy latent, mask, masked latent], as it does only for inpaint models), every key used.
-    assert "model_type EPS" in log, "ComfyUI did not log the FuseAnyPart UNet as an EPS model:\n" + log[-3000:]
+    # (the whole server log: a second workflow in the same server reuses the already loaded models)
+    full_log = comfy_server.log_text()
+    assert "model_type EPS" in full_log, "ComfyUI did not log the FuseAnyPart UNet as an EPS model:\n" + log[-3000:]
     for bad in ("left over keys in diffusion model", "unet missing", "Missing VAE keys", "missing clip vision"):
         assert bad not in log, f"ComfyUI logged {bad!r} while loading the random weights:\n" + log[-3000:]
 
@@ -120,8 +123,10 @@ def test_fuseanypart_workflow_runs_with_random_full_size_weights(comfy_server, i
         return _load_rgb(path)
 
     saves = {prompt[n]["inputs"]["filename_prefix"]: n for n in _class_nodes(prompt, "SaveImage")}
-    result = only_image(saves["SwapForge/fuseanypart_part_swap"])
-    crop = only_image(saves["SwapForge/fuseanypart_crop"])
+    (result_prefix,) = [p for p in saves if not p.endswith("_crop")]
+    (crop_prefix,) = [p for p in saves if p.endswith("_crop")]
+    result = only_image(saves[result_prefix])
+    crop = only_image(saves[crop_prefix])
     (preview,) = _class_nodes(prompt, "PreviewImage")
     mask = only_image(preview)[..., 0]
 

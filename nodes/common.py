@@ -30,6 +30,9 @@ def images_np(image) -> np.ndarray:
         a = a[None]
     if a.ndim != 4:
         raise ValueError(f"SwapForge: expected an IMAGE batch [B,H,W,C], got shape {tuple(a.shape)}.")
+    if a.shape[0] == 0:
+        raise ValueError("SwapForge: the image batch is empty (0 frames). Expected at least one frame; check the "
+                         "node that produced it (e.g. a video loader with a frame range past the end).")
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     return np.ascontiguousarray(a[..., :3], dtype=np.float32)
@@ -42,6 +45,9 @@ def mask_np(mask) -> np.ndarray:
         a = a[None]
     if a.ndim != 3:
         raise ValueError(f"SwapForge: expected a MASK [B,H,W], got shape {tuple(a.shape)}.")
+    if a.shape[0] == 0:
+        raise ValueError("SwapForge: the mask batch is empty (0 masks). Expected at least one mask; check the "
+                         "node that produced it.")
     return a
 
 

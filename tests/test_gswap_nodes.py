@@ -163,3 +163,19 @@ def test_interrupt_during_fitting_raises_and_is_cleared(N, services, body, clip,
         services.Progress.update = real_update
     assert steps == [0, 1]  # stopped at the second step, not after all 50
     services.check_interrupt()  # the flag was cleared when it raised
+
+
+def test_an_empty_clip_is_refused_with_a_clear_error_by_every_gswap_node(N, body, clip, tracked, fitted):
+    empty = torch.zeros(0, H, W, 3)
+    no_mask = torch.zeros(0, H, W)
+    calls = {
+        "tracker": lambda: N["SwapForge_BodyTracker"]().track(body, empty, None, 10, 0.1),
+        "fitter frames": lambda: N["SwapForge_GaussianFitter"]().fit(body, tracked[0], empty, torch.ones(1, H, W),
+                                                                   3, 0, 1, 24, 2),
+        "fitter mask": lambda: N["SwapForge_GaussianFitter"]().fit(body, tracked[0], clip, no_mask, 3, 0, 1, 24, 2),
+        "rerenderer": lambda: N["SwapForge_NeuralRerenderer"]().render(fitted[0], body, tracked[0], empty,
+                                                                      torch.ones(1, H, W)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"batch is empty \(0 (frames|masks)\)"), torch.inference_mode():
+            call()

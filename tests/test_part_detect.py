@@ -190,3 +190,18 @@ def test_bad_inputs_give_clear_errors():
         pd.detect_parts(smooth_frames(1, H + 2, W), faces)
     with pytest.raises(ValueError, match="box_threshold"):
         pd.detect_parts(smooth_frames(1, H, W), faces, FakeDetector(None, []), box_threshold=1.5)
+
+
+@dataclass
+class PhraseDet(Det):
+    phrase_scores: np.ndarray = None
+
+
+def test_a_box_whose_phrases_all_miss_text_threshold_is_not_given_to_the_first_part():
+    faces, lm = one_face()
+    # strong box, but no phrase passed text_threshold (phrase_scores all 0: label argmax would say "eyes")
+    dets = [PhraseDet(np.array([20, 20, 230, 190], np.float32), 0.9, 0, np.zeros(4, np.float32))]
+    det = FakeDetector(None, [])
+    det.detect = lambda *a, **k: dets
+    ps, report = pd.detect_parts(ramp_frame(), faces, det)
+    assert report[0].source == "landmarks" and "eyes, nose, mouth not found" in report[0].reason

@@ -13,6 +13,7 @@ from models.face.records import FaceSet
 from models.partswap import parts
 from packloader import load_pack
 from synthclip import make_clip
+from test_grounding_dino import small_checkpoint as small_checkpoint  # noqa: F401,F811  (a fixture)
 
 NO_FACE = (4, 9)
 
@@ -138,3 +139,32 @@ def test_sam_mask_mode_runs_an_official_layout_vit_b_through_the_loader_node(N, 
     box = parts.box_mask(ps.frames[0][0].eyes, clip.shape[1:3])
     assert eyes.shape == (1,) + clip.shape[1:3]
     assert float((eyes[0].numpy() * (1 - box)).max()) == 0.0
+
+
+def test_grounding_dino_backend_runs_an_official_layout_checkpoint_through_the_loader_node(
+        N, clip_and_faces, small_checkpoint, tmp_path, monkeypatch):
+    """Wiring only: the small official-layout SwinT-OGC model with random weights (tests/test_grounding_dino.py)
+    loads through Load Grounding DINO from models/grounding-dino + models/bert-base-uncased and runs inside the
+    Part Detector on one real frame. Which boxes random weights give means nothing; with both thresholds at 0
+    every query is a candidate, so the face gets detector boxes or a stated reason to fall back."""
+    import shutil
+    path, bert, _ = small_checkpoint
+    monkeypatch.setenv("SWAPFORGE_MODELS_DIR", str(tmp_path))
+    (tmp_path / "grounding-dino").mkdir()
+    shutil.copy(path, tmp_path / "grounding-dino" / "groundingdino_swint_ogc.pth")
+    shutil.copytree(bert, tmp_path / "bert-base-uncased")
+    loader = N["SwapForge_GroundingDinoLoader"]
+    choices = loader.INPUT_TYPES()["required"]
+    assert choices["model_name"][0] == ["groundingdino_swint_ogc.pth"] and choices["bert"][0] == ["bert-base-uncased"]
+    gdino = loader().load("groundingdino_swint_ogc.pth", "bert-base-uncased")[0]
+    clip, faces = clip_and_faces
+    one = FaceSet(faces.frames[:1], faces.frame_size)
+    args = dict(ARGS, box_threshold=0.0, text_threshold=0.0, eyes_prompt="eyes", face_index=0)
+    ps, eyes, nose, mouth, preview, report = N["SwapForge_PartDetector"]().detect(
+        clip[:1], one, "grounding_dino", "box", **args, grounding_dino=gdino)
+    assert len(ps.frames[0]) == 1 and ps.source == "grounding_dino"
+    line = report.splitlines()[1]
+    assert line.startswith("frame 0: face 0: ")
+    pb = ps.frames[0][0]
+    assert pb.eyes[2] == pb.nose[0] and pb.nose[2] == pb.mouth[0]  # tiled, whichever source won
+    np.testing.assert_array_equal(nose[0].numpy(), parts.box_mask(pb.nose, clip.shape[1:3]))

@@ -135,8 +135,10 @@ def parts_from_detections(detections, owners: Sequence[str], face_box_xyxy, wind
                           box_threshold: float) -> Tuple[Optional[PartBoxes], str, Dict[str, float]]:
     """One face's part boxes from the detections of its search window (steps 3-4 of the module docstring).
 
-    detections: Detection-like objects with box_xyxy (edge px inside the window), score and label (index
-    into the caption's phrases, whose parts are `owners`). Returns (boxes or None, reason, best score per part).
+    detections: Detection-like objects with box_xyxy (edge px inside the window), score, label (index into
+    the caption's phrases, whose parts are `owners`) and optionally phrase_scores (0 where a phrase is under
+    text_threshold; a detection with no phrase above it is dropped, as the official predict() would give it
+    no label). Returns (boxes or None, reason, best score per part).
     """
     wx0, wy0 = window[0], window[1]
     fb = np.asarray(face_box_xyxy, np.float64).reshape(4) + 0.5
@@ -151,6 +153,9 @@ def parts_from_detections(detections, owners: Sequence[str], face_box_xyxy, wind
         cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
         if not (fb[0] <= cx <= fb[2] and fb[1] <= cy <= fb[3]):
             continue
+        phrase_scores = getattr(d, "phrase_scores", None)
+        if phrase_scores is not None and not float(np.max(phrase_scores, initial=0.0)) > 0.0:
+            continue  # the box scored only on the caption's separators: no phrase passed text_threshold
         found[owners[int(d.label)]].append((score, box))
     missing = [p for p in PARTS if not found[p]]
     scores = {p: max(s for s, _ in found[p]) for p in PARTS if found[p]}

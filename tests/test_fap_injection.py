@@ -127,6 +127,36 @@ def test_attn2_patch_routes_uncond_then_cond_chunks_by_cond_or_uncond():
     torch.testing.assert_close(out[3], _hand_injection_16(cond[0], lin, 0.6))
 
 
+def test_attn2_patch_computes_each_branch_once_while_sampling_and_every_time_while_training(monkeypatch):
+    import models.fuseanypart.injection as inj
+    projectors = _projectors()
+    lin = projectors[0]
+    cond = torch.randn(1, 256, 768, dtype=torch.float64)
+    uncond = torch.randn(1, 256, 768, dtype=torch.float64)
+    calls = []
+    real = inj.addition_injection
+    monkeypatch.setattr(inj, "addition_injection", lambda *a, **k: calls.append(1) or real(*a, **k))
+    patch = make_attn2_replace(cond, uncond, projectors, 0, lam=0.7)
+    q = torch.randn(2, 256, 8, dtype=torch.float64)
+    opts = {"cond_or_uncond": [1, 0], "n_heads": 2}
+    with torch.inference_mode():  # how ComfyUI samples
+        first = patch(q, q, q, opts)
+        for _ in range(3):
+            again = patch(q, q, q, opts)
+    assert len(calls) == 2 and torch.equal(first, again)   # one per branch, then reused
+    torch.testing.assert_close(again[0], _hand_injection_16(uncond[0], lin, 0.7))
+    torch.testing.assert_close(again[1], _hand_injection_16(cond[0], lin, 0.7))
+    with torch.inference_mode():  # another latent size is another entry
+        patch(torch.randn(2, 1024, 8, dtype=torch.float64), q, q, opts)
+    assert len(calls) == 4
+    # with autograd recording (training), nothing is cached and the projector gets gradients
+    calls.clear()
+    lin.weight.grad = None
+    patch(q, q, q, opts).sum().backward()
+    patch(q, q, q, opts)
+    assert len(calls) == 4 and lin.weight.grad is not None and float(lin.weight.grad.abs().sum()) > 0
+
+
 def test_attn2_patch_follows_q_dtype():
     projectors = _projectors().float()
     cond = torch.randn(1, 256, 768)

@@ -268,6 +268,10 @@ def make_attn2_replace(mlp_out_cond: torch.Tensor, mlp_out_uncond: torch.Tensor 
     the patch is plain attention softmax(q k^T / sqrt(dim_head)) v with ``extra_options["n_heads"]``
     heads, i.e. the model's ordinary text cross-attention.
 
+    The injected features do not change during sampling, so each branch's result is computed once per
+    (latent size, chunk, device, dtype) and reused on every later step (about 3 MB per layer at 512 px in
+    float16); the cache is skipped whenever autograd records (training), so gradients always flow.
+
     Args:
         mlp_out_cond: C for conditional rows [Bc, 256, 768].
         mlp_out_uncond: C of the all-zero CLIP input for unconditional rows [Bu, 256, 768] (the release
@@ -278,6 +282,16 @@ def make_attn2_replace(mlp_out_cond: torch.Tensor, mlp_out_uncond: torch.Tensor 
         sigma_start, sigma_end: optional active sigma range (start >= end).
     """
     projector = projectors[layer_key]
+    cache: dict = {}
+
+    def _injection(branch, feats, q, height, width, chunk):
+        key = (branch, q.shape[1], height, width, chunk, q.device, q.dtype)
+        if torch.is_grad_enabled() and (q.requires_grad or any(p.requires_grad for p in projector.parameters())):
+            return addition_injection(feats, projector, q.shape[1], lam, height, width)
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = addition_injection(feats, projector, q.shape[1], lam, height, width)
+        return hit
 
     def _active(extra_options) -> bool:
         if sigma_start is None and sigma_end is None:
@@ -309,7 +323,7 @@ def make_attn2_replace(mlp_out_cond: torch.Tensor, mlp_out_uncond: torch.Tensor 
                 raise ValueError("FuseAnyPart patch: unconditional rows but no unconditional features given.")
             feats = _match_batch(feats.to(device=q.device, dtype=q.dtype), chunk,
                                  "conditional features" if branch == 0 else "unconditional features")
-            outs.append(addition_injection(feats, projector, q.shape[1], lam, height, width))
+            outs.append(_injection(branch, feats, q, height, width, chunk))
         return torch.cat(outs, dim=0)
 
     return fap_attn2_replace

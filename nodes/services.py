@@ -4,6 +4,7 @@ fallback: folders under $SWAPFORGE_MODELS_DIR (default ./models), the CPU, a no-
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Callable, Dict, List, Optional
@@ -274,6 +275,26 @@ def compute_dtype(device=None):
     return torch.float16 if _mm.should_use_fp16(device) else torch.float32
 
 
+@functools.lru_cache(maxsize=None)
+def _holder_class():
+    import torch
+
+    class Holder(torch.nn.Module):
+        """What ModelPatcher manages: a plain module holding ours. ModelPatcher writes attributes such as
+        `.device` onto its model, which transformers' and segment_anything's models expose as read-only
+        properties; moving the holder moves the module it holds."""
+
+        def __init__(self, module):
+            super().__init__()
+            self.inner = module
+
+    return Holder
+
+
+def _Holder(module):
+    return _holder_class()(module)
+
+
 class ManagedModel:
     """A torch module placed through ComfyUI's memory manager (ModelPatcher + load_models_gpu), so it is
     loaded, offloaded and counted like ComfyUI's own models. Without ComfyUI it stays on the CPU.
@@ -287,7 +308,7 @@ class ManagedModel:
         if HAS_COMFY:
             import comfy.model_patcher  # type: ignore
             self.patcher = comfy.model_patcher.ModelPatcher(
-                module, load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device(),
+                _Holder(module), load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device(),
                 size=size_bytes or 0)
 
     @property

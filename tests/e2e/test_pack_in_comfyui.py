@@ -11,10 +11,12 @@ import pytest
 
 from .conftest import PACK_LINK_NAME, ROOT, queue_and_wait
 
-# FuseAnyPart workflows need model weights (fap.bin, CLIP ViT-H, an SD1.5 VAE) that the bare server lacks:
-# tests/e2e/test_fap_workflow.py runs them with generated random weights of the right architecture.
+# Workflows that need model weights the bare server lacks run in their own files with generated random weights
+# of the right architecture: fuseanypart* (fap.bin, CLIP ViT-H, an SD1.5 VAE) in test_fap_workflow.py,
+# part_detector* (Grounding DINO, BERT, SAM) in test_part_detector_workflow.py.
+NEEDS_WEIGHTS = ("fuseanypart", "part_detector")
 WORKFLOWS = sorted(p for p in glob.glob(os.path.join(ROOT, "workflows", "*.api.json"))
-                   if not os.path.basename(p).startswith("fuseanypart"))
+                   if not os.path.basename(p).startswith(NEEDS_WEIGHTS))
 WORKFLOW_TIMEOUT_S = 300
 
 

@@ -30,10 +30,8 @@ class _Loaded:
     def __init__(self, runner):
         # the runner applies ComfyUI's dtype where it is safe (SAM keeps its prompt side in float32)
         runner.to("cpu", services.compute_dtype(services.torch_device()))
-        module = runner.model.eval()
-        size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
         self.runner = runner
-        self.managed = services.ManagedModel(module, size_bytes=size)
+        self.managed = services.ManagedModel(runner.model.eval())
 
     def ready(self):
         """The runner, with its module placed on ComfyUI's device (load right before use)."""
@@ -248,9 +246,7 @@ class SwapForgePartDetector:
                 raise ValueError("SwapForge Part Detector: the grounding_dino backend needs a model. Connect Load "
                                  "Grounding DINO, or choose the landmarks backend.")
             detector = grounding_dino.ready()
-        if mask_mode == "sam" and sam is None:
-            raise ValueError("SwapForge Part Detector: mask mode 'sam' needs a SAM model. Connect Load SAM, or "
-                             "choose the 'box' or 'landmarks' mask mode.")
+        part_detect.check_mask_mode(mask_mode, sam)
         prompts = {"eyes": eyes_prompt, "nose": nose_prompt, "mouth": mouth_prompt}
         pbar = progress(len(frames) * (2 if mask_mode == "sam" else 1))
         partset, report = part_detect.detect_parts(frames, faces, detector, prompts, box_threshold,

@@ -4,10 +4,11 @@ fallback: folders under $SWAPFORGE_MODELS_DIR (default ./models), the CPU, a no-
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from typing import Callable, Dict, List, Optional
+
+import torch
 
 log = logging.getLogger("SwapForge")
 
@@ -257,63 +258,49 @@ class Progress:
 # ---------------------------------------------------------------- devices and the memory manager
 
 def torch_device():
-    import torch
     return _mm.get_torch_device() if HAS_COMFY else torch.device("cpu")
 
 
 def intermediate_device():
-    import torch
     return _mm.intermediate_device() if HAS_COMFY else torch.device("cpu")
 
 
 def compute_dtype(device=None):
     """The dtype ComfyUI would pick for a model on `device` (float32 without ComfyUI)."""
-    import torch
     if not HAS_COMFY:
         return torch.float32
     device = device or _mm.get_torch_device()
     return torch.float16 if _mm.should_use_fp16(device) else torch.float32
 
 
-@functools.lru_cache(maxsize=None)
-def _holder_class():
-    import torch
+class _Holder(torch.nn.Module):
+    """What ModelPatcher manages: a plain module holding ours. ModelPatcher writes attributes such as `.device`
+    onto its model, which transformers' and segment_anything's models expose as read-only properties; moving
+    the holder moves the module it holds."""
 
-    class Holder(torch.nn.Module):
-        """What ModelPatcher manages: a plain module holding ours. ModelPatcher writes attributes such as
-        `.device` onto its model, which transformers' and segment_anything's models expose as read-only
-        properties; moving the holder moves the module it holds."""
-
-        def __init__(self, module):
-            super().__init__()
-            self.inner = module
-
-    return Holder
-
-
-def _Holder(module):
-    return _holder_class()(module)
+    def __init__(self, module):
+        super().__init__()
+        self.inner = module
 
 
 class ManagedModel:
     """A torch module placed through ComfyUI's memory manager (ModelPatcher + load_models_gpu), so it is
     loaded, offloaded and counted like ComfyUI's own models. Without ComfyUI it stays on the CPU.
 
-    Use `module = managed.load()` right before running it; never pick a GPU by hand.
+    Use `module = managed.load()` right before running it; never pick a GPU by hand. ModelPatcher sizes the
+    module itself (the bytes of its state dict) for the memory manager.
     """
 
-    def __init__(self, module, size_bytes: Optional[int] = None):
+    def __init__(self, module):
         self.module = module
         self.patcher = None
         if HAS_COMFY:
             import comfy.model_patcher  # type: ignore
             self.patcher = comfy.model_patcher.ModelPatcher(
-                _Holder(module), load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device(),
-                size=size_bytes or 0)
+                _Holder(module), load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device())
 
     @property
     def device(self):
-        import torch
         if self.patcher is not None:
             return self.patcher.load_device
         return torch.device("cpu")

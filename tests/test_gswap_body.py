@@ -149,12 +149,32 @@ def test_anny_transforms_reproduce_vertices_and_match_anny_skinning(anny_surface
     p0 = p.detach()
     p0.global_orient.zero_()
     p0.transl.zero_()
+    p0.expression = p0.expression.clamp(0, 1)
     _, _, _, delta, phen = s.anny_outputs(p0)
-    ref = s.model(delta, phen)["vertices"].float() @ s.C.T   # Anny's own (warp) skinning, y-up frame
+    labels = list(s.model.facial_action_labels)
+    fa = torch.zeros(1, len(labels), dtype=s.model.dtype)
+    fa[:, [labels.index(e) for e in s.expression_labels]] = p0.expression.to(fa.dtype)
+    ref = s.model(delta, phen, None, fa)["vertices"].float() @ s.C.T   # Anny's own (warp) skinning, y-up frame
     assert torch.allclose(s(p0).vertices, ref, atol=1e-4)
     assert s.uv_faces.shape == s.faces.shape and s.num_vertices == 13718
     lm = out.landmarks68[0]
     assert lm.shape == (68, 3) and torch.isfinite(lm).all()
+
+
+@needs_anny
+def test_anny_expression_opens_the_mouth_and_the_unposed_rest_model_is_reused_exactly(anny_surface):
+    s = anny_surface
+    p = s.zero_params(2)
+    p.expression[1, s.expression_labels.index("jawOpen")] = 1.0
+    lm = s(p).landmarks68
+    gap = (lm[:, 66] - lm[:, 62]).norm(dim=-1)  # inner lips, bottom - top
+    assert gap[1] > gap[0] + 0.01  # jawOpen parts the inner lips by more than 1 cm more than the neutral face
+    s._rest_cache = None
+    fresh = s(p).vertices
+    cached = s(p).vertices  # second call: the rest model and bones come from the cache
+    assert s._rest_cache is not None and torch.equal(fresh, cached)
+    p.betas = p.betas + 0.2  # another shape: recomputed, not the cached one
+    assert not torch.allclose(s(p).vertices, fresh, atol=1e-3)
 
 
 @needs_anny

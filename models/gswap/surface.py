@@ -84,7 +84,7 @@ class BodySurface(torch.nn.Module):
     """A posable surface with UVs, skinning transforms and a 68-landmark embedding.
 
     Attributes: faces LongTensor [F, 3]; uv FloatTensor [Vt, 2] in 0..1 (v up); uv_faces LongTensor [F, 3];
-    num_vertices; num_betas; num_expression (0 if none); num_body_joints (body_pose has 3 * this);
+    num_vertices; num_betas; num_expression (0 if none); expression_range (per-coefficient bounds or None); num_body_joints (body_pose has 3 * this);
     neck_slot (index of the neck joint within body_pose, or None); has_jaw; head_center [3] (rest pose, for
     trackers: the point a head rotation is centred on); name.
     """
@@ -94,6 +94,7 @@ class BodySurface(torch.nn.Module):
     num_body_joints = 0
     neck_slot: Optional[int] = None
     has_jaw = True
+    expression_range: Optional[Tuple[float, float]] = None  # bounds of each expression coefficient, if any
 
     @property
     def num_vertices(self) -> int:

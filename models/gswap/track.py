@@ -4,7 +4,8 @@
 FaceSet landmarks68 from models/face/detect.py) and optional body keypoints:
 - per frame: head rotation (the surface's global_orient, parameterised about the surface's head centre so
   rotation and translation decouple), head position, jaw pose (if the surface has a jaw), neck rotation (if
-  it has a neck joint; pulled to zero unless keypoints below the head need it), expression (if present);
+  it has a neck joint and body keypoints are given, `fit_neck`), expression (if present, within the
+  surface's expression_range);
 - shared: shape (betas);
 - camera: pinhole, fixed, focal fx = fy = focal_scale * max(H, W) (default 1.5: about 37 degrees across the
   long side, a portrait lens) unless given, principal point at the image centre. The camera does not move;
@@ -108,14 +109,14 @@ class _Variables(torch.nn.Module):
     """The tracker's free variables: per-frame head rotation, head-centre position, jaw, neck, expression
     and shared betas."""
 
-    def __init__(self, surface: BodySurface, T: int):
+    def __init__(self, surface: BodySurface, T: int, fit_neck: bool = True):
         super().__init__()
         P = torch.nn.Parameter
         self.rot = P(torch.zeros(T, 3))
         self.head = P(torch.zeros(T, 3))
         self.betas = P(torch.zeros(1, surface.num_betas))
         self.jaw = P(torch.zeros(T, 3)) if surface.has_jaw else None
-        self.neck = P(torch.zeros(T, 3)) if surface.neck_slot is not None else None
+        self.neck = P(torch.zeros(T, 3)) if surface.neck_slot is not None and fit_neck else None
         self.expr = P(torch.zeros(T, surface.num_expression)) if surface.num_expression else None
 
     def per_frame(self) -> List[torch.Tensor]:
@@ -124,12 +125,11 @@ class _Variables(torch.nn.Module):
 
 def _evaluate(surface: BodySurface, v: _Variables, T: int):
     """BodyParams of the variables and the posed landmarks [T, 68, 3] (world) and joints."""
-    body_pose = None
-    if surface.num_body_joints:
+    body_pose = None  # no body pose unless the neck is fitted (surfaces then skip the per-frame bone chain)
+    if surface.num_body_joints and v.neck is not None:
+        s = surface.neck_slot
         body_pose = torch.zeros(T, 3 * surface.num_body_joints)
-        if v.neck is not None:
-            s = surface.neck_slot
-            body_pose = torch.cat([body_pose[:, :3 * s], v.neck, body_pose[:, 3 * s + 3:]], 1)
+        body_pose = torch.cat([body_pose[:, :3 * s], v.neck, body_pose[:, 3 * s + 3:]], 1)
     params = BodyParams(betas=v.betas.expand(T, -1), global_orient=v.rot, body_pose=body_pose, jaw_pose=v.jaw,
                         expression=v.expr, transl=torch.zeros(T, 3))
     lmk, joints = surface.landmark_forward(params)
@@ -179,7 +179,8 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
               smooth: float = 0.1, init: Optional[BodyTrack] = None, progress: Optional[Callable[[int, int], None]] = None,
               focal: Optional[float] = None, lr: Optional[float] = None, tol: float = 1e-3,
               body_keypoints=None, body_joint_ids: Optional[Sequence[int]] = None,
-              prior: float = 1.0, smooth_velocity: float = 0.0) -> BodyTrack:
+              prior: float = 1.0, smooth_velocity: float = 0.0, fit_neck: Optional[bool] = None,
+              shape_iters: Optional[int] = None) -> BodyTrack:
     """Fits `surface` to per-frame 2D landmarks.
 
     landmarks68 [T, 68, 2] px (x right, y down; rows of frames without a face are ignored); image_size
@@ -187,7 +188,13 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
     < tol over 20 steps); smooth: weight of the temporal acceleration term (0 = none; smooth_velocity adds velocity); init: a
     previous BodyTrack to start from (re-track mode: use fewer iters); progress(step, total) once per step;
     focal: px (default 1.5 * max(H, W)); body_keypoints [T, K, 3] (x, y, confidence) matched to surface
-    joints `body_joint_ids`; prior: weight of the L2 priors on betas / expression / jaw / neck.
+    joints `body_joint_ids`; prior: weight of the L2 priors on betas / expression / jaw / neck; fit_neck: fit a
+    per-frame neck rotation (default: only with body keypoints; from the face alone the head rotation about
+    its centre explains the same motion, and surfaces skip the per-frame bone chain without a body pose).
+    Expression coefficients are kept inside the surface's `expression_range` (projected steps). shape_iters: the
+    shared shape (betas) is optimised during the first shape_iters steps only, then frozen (surfaces may then
+    reuse their rest model: Anny's costs most of a step); default 60, and 0 in re-track mode (the init track's
+    shape is kept, so generated frames and the original video share one body shape).
     """
     lm = torch.as_tensor(np.asarray(landmarks68, np.float32))
     T = lm.shape[0]
@@ -200,7 +207,9 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
     K = default_intrinsics(image_size, focal) if init is None else init.K.clone()
     E = OPENCV_FROM_SURFACE.clone()
     Es = E.expand(T, 4, 4)
-    v = _Variables(surface, T)
+    if fit_neck is None:  # the 68 face landmarks alone cannot tell a neck turn from a head turn
+        fit_neck = body_keypoints is not None
+    v = _Variables(surface, T, fit_neck)
     with torch.no_grad():
         if init is not None:
             if len(init) != T:
@@ -238,7 +247,11 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
              "expr": 1.0}
     history: List[float] = []
     steps = 0
+    if shape_iters is None:
+        shape_iters = 0 if init is not None else 60
     for step in range(iters):
+        if step == shape_iters:
+            v.betas.requires_grad_(False)
         opt.zero_grad()
         params, lmk3, joints3 = _evaluate(surface, v, T)
         proj = project(lmk3, K, Es)
@@ -270,6 +283,9 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
             loss = loss + smooth * sm
         loss.backward()
         opt.step()
+        if v.expr is not None and surface.expression_range is not None:
+            with torch.no_grad():  # projected steps: coefficients stay in the surface's range
+                v.expr.clamp_(*surface.expression_range)
         steps = step + 1
         history.append(float(loss.detach()))
         if progress is not None:

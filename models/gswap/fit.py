@@ -7,11 +7,16 @@ scaling 5e-3, rotation 1e-3; the temporal features c_t use the feature rate 1e-3
 (PortraitGen also decays the position rate and adds Laplacian/SSIM regularisers; not done here.)
 
 Determinism: every random choice (feature init, network init, frame order) comes from `seed` through a
-local generator or a forked RNG; the global RNG is left untouched. With `deterministic=True` (default) the fit
-runs with one intra-op CPU thread (restored afterwards): with two threads, repeated 2-step fits in one process
-differed in the last bits of the rasterised parameters' updates in 2 of 6 tries on the shared test machine
-(the forward losses were identical, so some parallel CPU backward kernel accumulates in a varying order).
-With one thread the same inputs and seed give the same avatar bit for bit on CPU.
+local generator or a forked RNG; the global RNG is left untouched. With two threads, repeated 2-step fits in one
+process differed in the last bits of the rasterised parameters' updates in 2 of 6 tries on the shared test
+machine (the forward losses were identical, so some parallel CPU backward kernel accumulates in a varying
+order). `deterministic=True` (an option, off by default) runs the fit with one intra-op CPU thread and restores
+the thread count afterwards: the same inputs and seed then give the same avatar bit for bit on CPU. The thread
+count is a process-wide setting, so inside ComfyUI the option slows everything else running meanwhile.
+
+Where the Gaussians go: `face_subset` (bool per surface triangle, e.g. BodySurface.head_faces()) keeps them on
+the head and neck; the rest of the body never enters the head region. `device`: where the fit runs (ComfyUI's
+device through the node; the torch rasteriser runs anywhere, gsplat on CUDA).
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
                init_opacity: float = 0.1, scale_factor: float = 1.0, feature_std: float = 0.1, perceptual=None,
                progress: Optional[Callable[[int, int, Optional[Tensor]], None]] = None, preview_every: int = 0,
                resume_from: Optional[Avatar] = None, surface_kind: str = "custom",
-               backend: str = "auto", deterministic: bool = True) -> Tuple[Avatar, List[Dict[str, float]]]:
+               backend: str = "auto", deterministic: bool = False, face_subset=None,
+               device=None) -> Tuple[Avatar, List[Dict[str, float]]]:
     """Fits an avatar to T frames of size H x W.
 
     Surface: faces [F, 3], uv [Vt, 2], uv_faces [F, 3]; rest_vertices [T, V, 3] or [V, 3]; transforms
@@ -65,7 +71,9 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
 
     Returns (Avatar, history): one dict of float losses per step (total, l1, mask, perceptual, background).
     Runs with gradients enabled even when called under torch.inference_mode (ComfyUI). deterministic: one
-    intra-op CPU thread during the fit (bit-reproducible; see the module docstring).
+    intra-op CPU thread during the fit, restored afterwards (bit-reproducible; see the module docstring).
+    face_subset: triangles that carry Gaussians (default all). device: torch device of the fit (default CPU);
+    the returned avatar lives there.
     """
     threads = torch.get_num_threads()
     if deterministic:
@@ -73,14 +81,16 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
     try:
         return _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, fg_masks, head_masks,
                     backgrounds, target_frames, steps, seed, lrs, batch_frames, uv_resolution, init_opacity,
-                    scale_factor, feature_std, perceptual, progress, preview_every, resume_from, surface_kind, backend)
+                    scale_factor, feature_std, perceptual, progress, preview_every, resume_from, surface_kind, backend,
+                    face_subset, torch.device("cpu") if device is None else torch.device(device))
     finally:
-        torch.set_num_threads(threads)
+        if deterministic:
+            torch.set_num_threads(threads)
 
 
 def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, fg_masks, head_masks, backgrounds,
          target_frames, steps, seed, lrs, batch_frames, uv_resolution, init_opacity, scale_factor, feature_std,
-         perceptual, progress, preview_every, resume_from, surface_kind, backend):
+         perceptual, progress, preview_every, resume_from, surface_kind, backend, face_subset, device):
     with torch.inference_mode(False), torch.enable_grad():
         T = int(torch.as_tensor(frames).shape[0])
         H, W = int(frames.shape[1]), int(frames.shape[2])
@@ -113,16 +123,19 @@ def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, f
         else:
             field = NeuralGaussianField.from_surface(faces_, uv_, uv_faces_, rest_[0], T, resolution=uv_resolution,
                                                      seed=seed, init_opacity=init_opacity, scale_factor=scale_factor,
-                                                     feature_std=feature_std)
+                                                     feature_std=feature_std, face_subset=face_subset)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
                 renderer = GSwapRenderer(in_dim=field.features.shape[1] + field.temporal.shape[1])
             config = dict(uv_resolution=int(uv_resolution), init_opacity=float(init_opacity),
-                          scale_factor=float(scale_factor), feature_std=float(feature_std), steps=int(steps))
+                          scale_factor=float(scale_factor), feature_std=float(feature_std), steps=int(steps),
+                          region="all" if face_subset is None else "subset")
         config.update(seed=int(seed), lrs=rates, batch_frames=int(batch_frames), height=H, width=W,
                       perceptual="lpips_vgg" if perceptual is not None else "laplacian_pyramid_l1")
-        field.train()
-        renderer.train()
+        field.to(device).train()
+        renderer.to(device).train()
+        if perceptual is not None:
+            perceptual = perceptual.to(device)
         groups = [
             dict(params=[field.vertex_offsets], lr=rates["offsets"], name="offsets"),
             dict(params=[field.features], lr=rates["features"], name="features"),
@@ -138,9 +151,11 @@ def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, f
         history: List[Dict[str, float]] = []
         nb = max(1, min(int(batch_frames), T))
 
+        on = lambda x: x.to(device, non_blocking=True)  # noqa: E731  (frames stay on the CPU; one at a time moves)
+
         def render(t: int, frame_index: Optional[int]):
-            return render_frame(field, renderer, rest_[t], trans_[t], Ks_[t], views_[t], bg_[t], head_[t],
-                                frame_index, backend=backend)
+            return render_frame(field, renderer, on(rest_[t]), on(trans_[t]), on(Ks_[t]), on(views_[t]), on(bg_[t]),
+                                on(head_[t]), frame_index, backend=backend)
 
         for step in range(1, int(steps) + 1):
             batch = []
@@ -154,7 +169,7 @@ def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, f
                 out = render(t, t)
                 nchw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
                 losses = gswap_losses(nchw(out["image"]), out["alpha"][None, None], out["m_fore"][None, None],
-                                      nchw(frames_[t]), fg_[t][None, None], nchw(tgt_[t]), perceptual)
+                                      nchw(on(frames_[t])), on(fg_[t])[None, None], nchw(on(tgt_[t])), perceptual)
                 (losses["total"] / nb).backward()
                 for k, v in losses.items():
                     if torch.is_tensor(v):

@@ -207,13 +207,22 @@ class NeuralGaussianField(nn.Module):
     @classmethod
     def from_surface(cls, faces, uv, uv_faces, rest_vertices, num_frames: int, resolution: int = 128,
                      seed: int = 0, init_opacity: float = 0.1, feature_std: float = 1e-1,
-                     scale_factor: float = 1.0) -> "NeuralGaussianField":
+                     scale_factor: float = 1.0, face_subset=None) -> "NeuralGaussianField":
         """Samples the UV layout and initialises the Gaussians: features N(0, feature_std^2) from a generator
         seeded with `seed`; opacity `init_opacity` (3DGS's 0.1); isotropic scale = the 3D length of one texel on
-        its triangle, sqrt(area_3d / area_uv) / resolution, times `scale_factor`; identity rotation."""
+        its triangle, sqrt(area_3d / area_uv) / resolution, times `scale_factor`; identity rotation.
+        face_subset: bool [F] (or indices): only these triangles carry Gaussians (e.g. the head and neck; the
+        texels of other triangles stay empty); default all."""
         faces = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces).long()
         rest = torch.as_tensor(rest_vertices).float()
-        face_idx, bary = sample_uv_layout(uv, uv_faces, resolution)
+        uv_faces_t = torch.as_tensor(np.asarray(uv_faces) if not torch.is_tensor(uv_faces) else uv_faces).long()
+        if face_subset is None:
+            face_idx, bary = sample_uv_layout(uv, uv_faces_t, resolution)
+        else:
+            keep = torch.as_tensor(np.asarray(face_subset) if not torch.is_tensor(face_subset) else face_subset)
+            keep = torch.nonzero(keep).squeeze(1) if keep.dtype == torch.bool else keep.long()
+            sub, bary = sample_uv_layout(uv, uv_faces_t[keep], resolution)
+            face_idx = keep[sub]
         if face_idx.numel() == 0:
             raise ValueError(f"SwapForge: the UV layout covers no texel centre at resolution {resolution}. Expected "
                              "UVs in 0..1 with non-degenerate triangles. Check the surface's uv/uv_faces or raise "

@@ -103,6 +103,16 @@ class BodySurface(torch.nn.Module):
     def rest_template(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def head_faces(self) -> torch.Tensor:
+        """bool [F]: the triangles of the head and neck (where GSwap's Gaussians go); default every triangle."""
+        return torch.ones(self.faces.shape[0], dtype=torch.bool)
+
+    def _faces_skinned_to(self, weights: torch.Tensor, joints, threshold: float = 0.5) -> torch.Tensor:
+        """bool [F]: triangles whose three vertices have more than `threshold` of their skinning weight on
+        `joints` (weights [V, J])."""
+        w = weights[:, list(joints)].sum(-1) > threshold
+        return w[self.faces].all(-1)
+
     def zero_params(self, batch: int = 1) -> BodyParams:
         z = lambda n: torch.zeros(batch, n) if n else None  # noqa: E731
         return BodyParams(betas=torch.zeros(batch, self.num_betas), global_orient=torch.zeros(batch, 3),

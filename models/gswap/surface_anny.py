@@ -132,6 +132,16 @@ class AnnySurface(BodySurface):
     def rest_template(self) -> torch.Tensor:
         return self.v_template
 
+    HEAD_BONES = ("neck01", "neck02", "neck03", "head", "eye.L", "eye.R")
+
+    def head_faces(self) -> torch.Tensor:
+        """The triangles skinned mostly (> 50 %) to the neck, head and eye bones (9,270 of 27,420)."""
+        m = self.model
+        labels = list(m.bone_labels)
+        ids = torch.tensor([labels.index(b) for b in self.HEAD_BONES])
+        w = (m.vertex_bone_weights * torch.isin(m.vertex_bone_indices, ids)).sum(-1) > 0.5
+        return w[self.faces].all(-1)
+
     def anny_outputs(self, params: BodyParams):
         """Anny's own rest model (batch 1 when every frame has the same betas) and bone transforms (batch B, or 1
         when there is no body pose) for the params, in Anny's z-up frame, float64, without the expression (it

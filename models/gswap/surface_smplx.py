@@ -78,6 +78,10 @@ class SMPLXSurface(BodySurface):
             J = self._lbs.vertices2joints(self.model.J_regressor, self.model.v_template[None])[0]
         self.register_buffer("head_center", J[self.HEAD_JOINT].clone())
 
+    def head_faces(self) -> torch.Tensor:
+        """The triangles skinned mostly to the neck (12), head (15), jaw (22) and eyes (23, 24)."""
+        return self._faces_skinned_to(self.model.lbs_weights, (12, 15, 22, 23, 24))
+
     def rest_template(self) -> torch.Tensor:
         return self.model.v_template
 

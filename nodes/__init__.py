@@ -16,6 +16,7 @@ FAMILIES = {
     "fuseanypart": "pip install -r requirements.txt (torch is ComfyUI's own)",
     "styleswap": "pip install -r requirements.txt (safetensors, opencv-python-headless; torch is ComfyUI's own)",
     "gswap": "pip install -r requirements.txt (safetensors, opencv-python-headless; optional: anny, smplx==0.1.28)",
+    "headswap": "pip install -r requirements.txt (opencv-python-headless, scipy, dlib-bin; optional: spandrel)",
 }
 
 NODE_CLASS_MAPPINGS: dict = {}

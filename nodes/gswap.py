@@ -16,6 +16,7 @@ import torch
 
 from ..models.gswap import avatar as avlib
 from ..models.gswap import body as bodylib
+from ..models.gswap import headswap as hslib
 from ..models.gswap import track as tracklib
 from ..models.gswap.fit import fit_avatar
 from ..models.gswap.losses import load_perceptual
@@ -247,10 +248,19 @@ class SwapForgeGaussianFitter:
             "backgrounds": ("IMAGE", {"tooltip": "Target frames with the head removed and inpainted; default: the "
                                                  "frames with the head_mask region set to black."}),
             "resume_avatar": (AVATAR, {"tooltip": "Continue training this avatar (fitted on these same frames)."}),
+            "target_frames": ("IMAGE", {"tooltip": "I_tgt, the original target frames: the background loss (eq. 15) "
+                                                   "compares with them outside M_fore; default: the training frames."}),
+            "region": (["head and neck", "whole surface"], {"default": "head and neck", "tooltip":
+                       "Where the Gaussians go: the surface's head and neck triangles (GSwap), or all of it."}),
+            "crop_to_head": ("BOOLEAN", {"default": True, "tooltip":
+                             "Train on the window around the head regions only (same result, less work)."}),
+            "deterministic": ("BOOLEAN", {"default": False, "tooltip":
+                              "Bit-reproducible on the CPU: one thread while fitting (process-wide, restored after)."}),
         }}
 
     def fit(self, body_model, track, frames, fg_mask, steps, seed, batch_frames, uv_resolution, preview_every,
-            head_mask=None, backgrounds=None, resume_avatar=None):
+            head_mask=None, backgrounds=None, resume_avatar=None, target_frames=None, region="head and neck",
+            crop_to_head=True, deterministic=False):
         img = images_np(frames)
         T, H, W = img.shape[:3]
         _check_track(track, body_model, T, (H, W), "the frames")
@@ -263,26 +273,36 @@ class SwapForgeGaussianFitter:
         else:
             bg = _per_frame(images_np(backgrounds), T, "backgrounds", "the frames")
             _check_size(bg, (H, W), "backgrounds", "the frames")
+        tgt = img if target_frames is None else _per_frame(images_np(target_frames), T, "target_frames", "the frames")
+        _check_size(tgt, (H, W), "target_frames", "the frames")
         rest, transforms = _posed(body_model, track)
         lpips_dir = os.path.join(services.models_dir(), "swapforge", "lpips")
         perceptual = load_perceptual(lpips_dir)
+        x0, y0, x1, y1 = hslib.crop_window([head, fg], (H, W), 0.04) if crop_to_head else (0, 0, W, H)
+        crop = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, y0:y1, x0:x1]))  # noqa: E731
         bar = progress(int(steps))
+        device = services.torch_device()
         avatar, history = fit_avatar(
-            body_model.faces, body_model.uv, body_model.uv_faces, rest, transforms, track.K, track.extrinsics,
-            torch.from_numpy(img), torch.from_numpy(fg), torch.from_numpy(head), torch.from_numpy(bg),
+            body_model.faces, body_model.uv, body_model.uv_faces, rest, transforms, hslib.shift_K(track.K, x0, y0),
+            track.extrinsics, crop(img), crop(fg), crop(head), crop(bg), target_frames=crop(tgt),
             steps=int(steps), seed=int(seed), batch_frames=int(batch_frames), uv_resolution=int(uv_resolution),
             perceptual=perceptual, preview_every=int(preview_every), resume_from=resume_avatar,
-            surface_kind=body_model.name,
+            surface_kind=body_model.name, deterministic=bool(deterministic), device=device,
+            face_subset=body_model.head_faces() if region == "head and neck" else None,
             progress=lambda step, total, pv: bar.update(1, None if pv is None else _comfy_preview(pv)))
         with torch.no_grad():
-            first = render_frame(avatar.field, avatar.renderer, rest[0], transforms[0], track.K,
-                                 track.extrinsics[0], torch.from_numpy(bg[0]), torch.from_numpy(head[0]), None)
-        report = (f"{len(history)} step(s) on {T} frame(s), {avatar.field.num_gaussians} Gaussians, "
+            first = render_frame(avatar.field, avatar.renderer, rest[0].to(device), transforms[0].to(device),
+                                 hslib.shift_K(track.K, x0, y0).to(device), track.extrinsics[0].to(device),
+                                 crop(bg)[0].to(device), crop(head)[0].to(device), None)
+        preview = img[:1].copy()
+        preview[0, y0:y1, x0:x1] = first["display"].cpu().numpy()
+        report = (f"{len(history)} step(s) on {T} frame(s) ({x1 - x0}x{y1 - y0} window), "
+                  f"{avatar.field.num_gaussians} Gaussians ({region}), device {device}, "
                   f"perceptual: {avatar.config.get('perceptual')}"
                   + ("" if perceptual is not None else f" (LPIPS weights not found in {lpips_dir})") + "\n"
                   f"loss start {history[0]['total']:.4f} -> end {history[-1]['total']:.4f}\n"
                   + "end: " + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items() if k != "total"))
-        return (avatar, to_image(first["display"].numpy()[None]), report)
+        return (avatar, to_image(preview), report)
 
 
 class SwapForgeNeuralRerenderer:
@@ -304,9 +324,12 @@ class SwapForgeNeuralRerenderer:
             "track": (BODY_TRACK, {"tooltip": "The target video's track (drives the avatar's pose)."}),
             "backgrounds": ("IMAGE", {"tooltip": "Target frames with the head removed and inpainted (batch 1 = shared)."}),
             "head_mask": ("MASK", {"tooltip": "Head region per target frame (M_head); batch 1 = shared."}),
+        }, "optional": {
+            "target_frames": ("IMAGE", {"tooltip": "The target frames: when given, the output is the render inside "
+                                                   "M_head (feathered) over them, their own pixels outside."}),
         }}
 
-    def render(self, avatar, body_model, track, backgrounds, head_mask):
+    def render(self, avatar, body_model, track, backgrounds, head_mask, target_frames=None):
         if avatar.surface_kind and avatar.surface_kind != body_model.name:
             raise ValueError(f"SwapForge: the avatar was fitted on the {avatar.surface_kind!r} body model but the body "
                              f"model given is {body_model.name!r}. Connect the body model the avatar was fitted with.")
@@ -318,15 +341,22 @@ class SwapForgeNeuralRerenderer:
         _check_size(head, hw, "head_mask", "the track's frames")
         _check_track(track, body_model, T, hw, "the backgrounds")
         bar = progress(T)
-        images, masks = np.zeros((T,) + tuple(hw) + (3,), np.float32), np.zeros((T,) + tuple(hw), np.float32)
-        with torch.no_grad():
-            for t in range(T):
-                rest, transforms = _posed(body_model, track, t, t + 1)
-                out = render_frame(avatar.field, avatar.renderer, rest[0], transforms[0], track.K,
-                                   track.extrinsics[t], torch.from_numpy(bg[t]), torch.from_numpy(head[t]), None)
-                images[t] = out["display"].cpu().numpy()
-                masks[t] = out["m_fore"].cpu().numpy()
-                bar.update(1)
+        window = hslib.crop_window([head], hw, 0.04)
+        x0, y0, x1, y1 = window
+        device = services.torch_device()
+        avatar.field.to(device)
+        avatar.renderer.to(device)
+        crops, fores = hslib.render_clip(avatar, body_model, track, bg, head, window, device,
+                                         progress=lambda t: bar.update(1))
+        masks = np.zeros((T,) + tuple(hw), np.float32)
+        masks[:, y0:y1, x0:x1] = fores
+        if target_frames is not None:
+            tgt = _per_frame(images_np(target_frames), T, "target_frames", "the track")
+            _check_size(tgt, hw, "target_frames", "the track's frames")
+            images = np.stack([hslib.composite(tgt[t], crops[t], head[t], window) for t in range(T)])
+        else:  # the rerendered window over the backgrounds (outside the window the render is the background)
+            images = bg.copy()
+            images[:, y0:y1, x0:x1] = crops
         return (to_image(images), to_mask(masks))
 
 

@@ -49,11 +49,13 @@ CORE_FOLDERS: Dict[str, str] = {
     "sams": "sams",
     "grounding-dino": "grounding-dino",
     "bert-base-uncased": "bert-base-uncased",  # a folder: config.json + vocab.txt (Grounding DINO's text side)
+    "inpaint": "inpaint",  # LaMa-type inpainting models (the folder the inpainting packs use)
 }
 # Extensions SwapForge lists under shared keys (added to what other packs registered, never removed).
 CORE_EXTENSIONS: Dict[str, set] = {
     "sams": {".pth", ".safetensors"},
     "grounding-dino": {".pth", ".safetensors"},
+    "inpaint": {".pt", ".pth", ".safetensors"},
 }
 _fallback_extra: Dict[str, List[str]] = {}
 

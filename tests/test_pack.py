@@ -12,7 +12,8 @@ FILE_LIST_INPUTS = {("SwapForge_LoadIdentity", "name"), ("SwapForge_FuseAnyPartL
                     ("SwapForge_StyleSwapLoader", "swapper_name"), ("SwapForge_PSPEncoderLoader", "encoder_name"),
                     ("SwapForge_StyleGAN2Loader", "generator_name"),
                     ("SwapForge_LoadAvatar", "name"), ("SwapForge_GroundingDinoLoader", "model_name"),
-                    ("SwapForge_GroundingDinoLoader", "bert"), ("SwapForge_SAMLoader", "model_name")}
+                    ("SwapForge_GroundingDinoLoader", "bert"), ("SwapForge_SAMLoader", "model_name"),
+                    ("SwapForge_LoadInpaintModel", "name")}
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "MODEL", "VAE", "CLIP_VISION", "INT", "FLOAT",
                "STRING", "BOOLEAN"}
 
@@ -25,7 +26,7 @@ def pack():
 def test_every_family_loads_without_errors(pack):
     nodes = sys.modules["swapforge.nodes"]
     assert nodes.DISABLED_FAMILIES == {}
-    assert set(nodes.FAMILIES) == {"face", "partswap", "fuseanypart", "styleswap", "gswap"}
+    assert set(nodes.FAMILIES) == {"face", "partswap", "fuseanypart", "styleswap", "gswap", "headswap"}
 
 
 def test_node_ids_are_prefixed_and_have_display_names_and_categories(pack):

@@ -186,3 +186,14 @@ def smooth_masks(masks: np.ndarray, landmarks: np.ndarray, valid: Optional[Seque
             stack.append(cv2.warpAffine(masks[u], M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
         out[t] = np.median(np.stack(stack), axis=0)
     return out.astype(np.float32)
+
+
+def above_line(lm: np.ndarray, shape, neck_line: float, soft: float = 0.03) -> np.ndarray:
+    """[H, W] float32: 1 on the face's side of the line `neck_line` face heights below the chin (perpendicular to
+    the face's up axis), 0 beyond it, with a ramp `soft` face heights wide."""
+    H, W = shape[:2]
+    eyes, chin, width, height, up = _face_frame(lm)
+    nl = chin - up * neck_line * height
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    d = ((xx - nl[0]) * up[0] + (yy - nl[1]) * up[1]) / max(soft * height, 1e-3)
+    return np.clip(0.5 + d, 0, 1).astype(np.float32)

@@ -98,3 +98,22 @@ def swap_metrics(output: FrameFaceData, target: FrameFaceData, source_identity: 
     if frames_out is not None and frames_tgt is not None and region is not None:
         out[f"{prefix}flicker"] = flicker(frames_out, region) - flicker(frames_tgt, region)
     return out
+
+
+def clip_faces(analyzer, frames: np.ndarray, progress=None) -> FrameFaceData:
+    """The largest face of every frame through a face analyzer (models/face/detect.py: detect, embed):
+    landmarks and unit embeddings, NaN where a frame has no face. progress() after each frame."""
+    T = len(frames)
+    L = np.full((T, 68, 2), np.nan)
+    E = np.full((T, int(analyzer.embedding_dim)), np.nan)
+    for i, x in enumerate(frames):
+        u8 = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+        f = analyzer.detect(u8)
+        if len(f):
+            area = (f.boxes[:, 2] - f.boxes[:, 0]) * (f.boxes[:, 3] - f.boxes[:, 1])
+            f = f.take([int(np.argmax(area))])
+            L[i] = f.landmarks68[0]
+            E[i] = analyzer.embed(u8, f)[0]
+        if progress is not None:
+            progress()
+    return FrameFaceData(L, E)

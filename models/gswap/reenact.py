@@ -208,9 +208,9 @@ class Reenactment:
     shape: np.ndarray
 
 
-def prepare(sources: SourceSet, colour: Optional[ColourTransfer], neck_line: float = 0.35) -> Reenactment:
+def prepare(sources: SourceSet, colour: Optional[ColourTransfer]) -> Reenactment:
     head = sources.main
-    ring = ring_points(head.landmarks68, neck_line)
+    ring = ring_points(head.landmarks68, sources.neck_line)
     ring_model = lift_to_plane(ring, head.pose_R, head.pose_t, head.K, float(headpose.HEAD_CENTRE_MM[2]))
     pts = np.concatenate([head.landmarks68, ring])
     img = head.image if colour is None else colour.apply(head.image)
@@ -248,7 +248,7 @@ def reenact_frame(re: Reenactment, driven_shape: np.ndarray, R: np.ndarray, t: n
 
 
 def reenact_clip(sources: SourceSet, frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray,
-                 backgrounds: np.ndarray, colour_strength: float = 0.6, neck_line: float = 0.35,
+                 backgrounds: np.ndarray, colour_strength: float = 0.6,
                  progress: Optional[Callable[[int], None]] = None):
     """I_gen for a clip. frames / backgrounds [T, H, W, 3]; landmarks [T, 68, 2] of the target (tracked);
     valid [T] (frames with a face). Returns (I_gen [T, H, W, 3], A_gen [T, H, W], driven landmarks [T, 68, 2],
@@ -263,7 +263,7 @@ def reenact_clip(sources: SourceSet, frames: np.ndarray, landmarks: np.ndarray, 
     if colour_strength > 0 and valid.any():
         colour = ColourTransfer.fit(sources.main.image, sources.main.landmarks68, frames, landmarks, valid,
                                     colour_strength)
-    re = prepare(sources, colour, neck_line)
+    re = prepare(sources, colour)
     i_gen = np.empty((T, H, W, 3), np.float32)
     a_gen = np.zeros((T, H, W), np.float32)
     lm_out = np.full((T, 68, 2), np.nan, np.float32)

@@ -43,11 +43,12 @@ class SourceHead:
 @dataclass
 class SourceSet:
     """The source person: heads (one per usable photo), primary (index into heads: the most frontal), shape
-    [68, 3] (median of the heads' shapes), report lines."""
+    [68, 3] (median of the heads' shapes), report lines, neck_line the heads were cut at."""
     heads: List[SourceHead]
     primary: int
     shape: np.ndarray
     report: List[str] = field(default_factory=list)
+    neck_line: float = 0.35
 
     @property
     def main(self) -> SourceHead:
@@ -85,7 +86,7 @@ def prepare_sources(images: List[np.ndarray], landmarks: List[Optional[np.ndarra
     primary = int(np.argmin(frontal))
     shape = np.median(np.stack([h.shape for h in heads]), axis=0)
     report.append(f"primary (most frontal): source {heads[primary].index}; identity shape from {len(heads)} photo(s)")
-    return SourceSet(heads=heads, primary=primary, shape=shape, report=report)
+    return SourceSet(heads=heads, primary=primary, shape=shape, report=report, neck_line=float(neck_line))
 
 
 def place_on_background(head: SourceHead, background: np.ndarray, target_kps5: np.ndarray):

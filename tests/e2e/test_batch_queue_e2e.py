@@ -1,6 +1,6 @@
 """tools/batch_queue.py against the real ComfyUI server of the `comfy_server` fixture.
 
-workflows/classic_part_swap.api.json over a folder of 3 photos + 1 broken .jpg as the target image
+example_workflows/api/classic_part_swap.api.json over a folder of 3 photos + 1 broken .jpg as the target image
 (node 2 LoadImage), concurrency 2: the 3 photos finish with downloaded PNGs, the broken one is recorded
 as failed with the server's message, manifest.json is written. A rerun (the CLI, resume is the
 default) skips the 3 done items and queues only the failed one again.
@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 
+from tools import workflow_dirs as wd
 from tools.batch_queue import MANIFEST, Setting, load_items, run_batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +40,7 @@ def test_batch_queue_against_real_server(comfy_server, input_photos, tmp_path):
         shutil.copy2(os.path.join(ROOT, "tests", "data", name), inputs / name)
     (inputs / BROKEN).write_bytes(b"this is not a JPEG\x00\xff\xd8 garbage" * 40)
     out = tmp_path / "out"
-    with open(os.path.join(ROOT, "workflows", "classic_part_swap.api.json"), encoding="utf-8") as f:
+    with open(wd.api_path("classic_part_swap"), encoding="utf-8") as f:
         workflow = json.load(f)
 
     items = load_items(str(inputs))
@@ -76,7 +77,7 @@ def test_batch_queue_against_real_server(comfy_server, input_photos, tmp_path):
 
     # resume through the CLI: only the failed item is queued again
     cmd = [sys.executable, "-m", "tools.batch_queue", "--server", comfy_server.url,
-           "--workflow", os.path.join(ROOT, "workflows", "classic_part_swap.api.json"),
+           "--workflow", wd.api_path("classic_part_swap"),
            "--inputs", str(inputs), "--set", TARGET_SET, "--out", str(out), "--concurrency", "2",
            "--timeout", "240"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -129,10 +129,8 @@ def test_part_detector_uses_the_edited_box_tiled_in_its_masks(N, two):
     ps, eyes_mask, nose_mask, _, _, report = N["SwapForge_PartDetector"]().detect(
         img, faces, "landmarks", "box", **args, boxes=boxes)
     got = ps.frames[0][1]
-    # eyes y1 moved below the nose top; the detector's rule (part_detect.tile_boxes): the split is the midpoint of
-    # the eyes' bottom and the nose's top, unless the nose starts above the eyes' centre (then the eyes' bottom)
-    assert ref.nose[0] >= 0.5 * (eyes[0] + eyes[2])  # the midpoint case, here
-    split = 0.5 * (eyes[2] + ref.nose[0])
+    # eyes y1 moved below the nose top: the edited box keeps its edge, the detector's nose starts there
+    split = eyes[2]
     assert got.eyes == pytest.approx([eyes[0], eyes[1], split, eyes[3]], abs=1e-6)
     assert got.nose == pytest.approx([split, ref.nose[1], ref.nose[2], ref.nose[3]], abs=1e-6)
     assert np.array_equal(got.mouth, ref.mouth)
@@ -148,6 +146,20 @@ def test_box_edits_reject_what_is_not_a_box_and_say_what_is_expected():
                 '{"lips": [0.1, 0.1, 0.2, 0.2]}', '{"nose": [0.1, 0.1, 1.5, 0.2]}'):
         with pytest.raises(ValueError, match=r"\[y0, x0, y1, x1\]"):
             part_edit.parse_box_edits(bad)
+
+
+def test_two_edited_neighbours_are_split_by_the_detectors_rule_and_an_edited_box_beats_a_detected_one():
+    eyes, nose, mouth = [0.30, 0.2, 0.42, 0.8], [0.40, 0.4, 0.58, 0.6], [0.62, 0.3, 0.75, 0.7]
+    both = part_edit.tile_edited({"eyes": eyes, "nose": nose, "mouth": mouth}, {"eyes", "nose"})
+    # eyes/nose both edited, nose top 0.40 below the eyes' centre 0.36: midpoint of 0.42 and 0.40
+    assert both["eyes"][2] == pytest.approx(0.41) and both["nose"][0] == pytest.approx(0.41)
+    # nose edited, mouth detected: the nose's bottom 0.58 stays, the mouth starts there
+    assert both["nose"][2] == pytest.approx(0.58) and both["mouth"][0] == pytest.approx(0.58)
+    only_mouth = part_edit.tile_edited({"eyes": eyes, "nose": nose, "mouth": mouth}, {"mouth"})
+    assert only_mouth["nose"][2] == pytest.approx(0.62)  # the edited mouth's top wins
+    high_nose = [0.33, 0.4, 0.58, 0.6]  # starts above the eyes' centre: the eyes keep their bottom
+    assert part_edit.tile_edited({"eyes": eyes, "nose": high_nose, "mouth": mouth}, set())["nose"][0] == \
+        pytest.approx(0.42)
 
 
 def test_tiled_edits_come_back_unchanged_and_unstacked_ones_are_refused(two):

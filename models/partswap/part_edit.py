@@ -6,9 +6,17 @@ out keeps the detector's box. Empty text means no edit. The edited boxes replace
 that has a face k (the same boxes everywhere: meant for aligned crops and single photos, where the face sits at
 the same place in every frame).
 
-After the replacement the three boxes are tiled as the detector tiles them (models/partswap/part_detect.py,
-`tile_boxes`: eyes y1 == nose y0, nose y1 == mouth y0), so edited boxes keep the FuseAnyPart layout. Tiling
-boxes that are already tiled changes nothing, so the editor's own (tiled) boxes come back unchanged.
+After the replacement the three boxes are tiled again (eyes y1 == nose y0, nose y1 == mouth y0), so edited
+boxes keep the FuseAnyPart layout. The split row between an upper and a lower part:
+
+* one of the two edited, the other not: the edited box's edge (the box drawn by hand stays where it was drawn;
+  the detector's box is cut or extended to meet it);
+* both edited, or neither: the detector's rule (models/partswap/part_detect.py, `tile_boxes`): the midpoint of
+  the upper bottom and the lower top, unless the lower box starts above the upper box's centre (then the upper
+  bottom).
+
+Tiling boxes that are already tiled changes nothing, so the editor's own (tiled) boxes come back unchanged;
+web/swapforge.js tiles with the same rule while a box is dragged.
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..face.records import PartBoxes, PartSet
-from .part_detect import PARTS, tile_boxes
+from .part_detect import PARTS
 
 
 WIDGET_TOOLTIP = ("Hand-edited part boxes (JSON; empty: the detector's). The box editor on this node writes it after a "
@@ -74,13 +82,25 @@ def parse_box_edits(text: str) -> BoxEdits:
     return BoxEdits(face, boxes)
 
 
-def _tiled(parts: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """tile_boxes on normalised [y0, x0, y1, x1] boxes (it reads rows only, so units do not matter)."""
-    xyxy = {p: np.array([b[1], b[0], b[3], b[2]]) for p, b in parts.items()}
-    t = tile_boxes(xyxy["eyes"], xyxy["nose"], xyxy["mouth"])
-    if t is None:
+def _split(upper: np.ndarray, lower: np.ndarray, upper_edited: bool, lower_edited: bool) -> float:
+    """Split row between an upper and a lower [y0, x0, y1, x1] box (module docstring)."""
+    if upper_edited != lower_edited:
+        return float(upper[2] if upper_edited else lower[0])
+    if lower[0] < 0.5 * (upper[0] + upper[2]):
+        return float(upper[2])
+    return float(0.5 * (upper[2] + lower[0]))
+
+
+def tile_edited(parts: Dict[str, np.ndarray], edited) -> Dict[str, np.ndarray]:
+    """The three [y0, x0, y1, x1] boxes tiled (module docstring), or None when they are not stacked top to
+    bottom. `edited`: the parts drawn by hand."""
+    e, n, m = (np.asarray(parts[p], np.float64).copy() for p in PARTS)
+    s1 = _split(e, n, "eyes" in edited, "nose" in edited)
+    s2 = _split(n, m, "nose" in edited, "mouth" in edited)
+    if not (e[0] < s1 < s2 < m[2]):
         return None
-    return {p: np.array([b[1], b[0], b[3], b[2]], np.float32) for p, b in t.items()}
+    e[2], n[0], n[2], m[0] = s1, s1, s2, s2
+    return {"eyes": e.astype(np.float32), "nose": n.astype(np.float32), "mouth": m.astype(np.float32)}
 
 
 def apply_box_edits(partset: PartSet, edits: BoxEdits) -> Tuple[PartSet, List[str]]:
@@ -93,12 +113,12 @@ def apply_box_edits(partset: PartSet, edits: BoxEdits) -> Tuple[PartSet, List[st
         faces = list(faces)
         if edits.face < len(faces):
             merged = {p: edits.boxes.get(p, faces[edits.face].as_dict()[p]) for p in PARTS}
-            tiled = _tiled(merged)
+            tiled = tile_edited(merged, edits.boxes)
             if tiled is None:
                 raise ValueError(
                     f"SwapForge Part Detector: the edited boxes of face {edits.face} ({', '.join(edits.boxes)}) are "
-                    "not stacked top to bottom, so they cannot be tiled as FuseAnyPart's boxes are (eyes above nose "
-                    "above mouth). Move them back into that order in the box editor, or clear the boxes widget.")
+                    "not stacked top to bottom with the others, so they cannot be tiled as FuseAnyPart's boxes are "
+                    "(eyes above nose above mouth). Move them back into that order in the box editor, or clear the boxes widget.")
             faces[edits.face] = PartBoxes(**tiled)
         else:
             notes.append(f"frame {fi}: no face {edits.face}, the edited boxes were not used")

@@ -5,7 +5,9 @@
 
 Folders: tools/workflow_dirs.py.
 
-A twin is current when ``ui_to_api(twin)`` equals the API file, ignoring ``_meta``.
+A twin is current when ``ui_to_api(twin)`` equals the API file, ignoring ``_meta``. When
+``<name>.layout.json`` lies beside the API file, the twin is laid out by it (tools/template_layout.py: groups, a
+Note); without one, in plain columns.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import sys
 
 from . import workflow_dirs as wd
+from .template_layout import apply_layout
 from .workflow_check import api_to_ui, load_schemas, strip_meta, ui_to_api
 
 
@@ -22,6 +25,10 @@ def write_twin(api_path: str, schemas: dict) -> str:
     with open(api_path, encoding="utf-8") as f:
         prompt = json.load(f)
     ui = api_to_ui(prompt, schemas)
+    layout = wd.layout_of(api_path)
+    if os.path.isfile(layout):
+        with open(layout, encoding="utf-8") as f:
+            ui = apply_layout(ui, prompt, json.load(f))
     if strip_meta(ui_to_api(ui, schemas)) != strip_meta(prompt):
         raise ValueError(f"{api_path}: the generated UI workflow does not convert back to the same prompt "
                          "(inputs unknown to the node schemas are lost); fix the prompt first")

@@ -92,6 +92,7 @@ def start_comfy_server(base) -> ComfyServer:
     main_py = os.path.join(comfy_dir, "main.py")
     if not os.path.isfile(main_py):
         pytest.fail(f"SWAPFORGE_COMFYUI_DIR={COMFY_DIR} has no main.py; point it at a ComfyUI checkout.")
+    base.mkdir(parents=True, exist_ok=True)
     dirs = {name: base / name for name in ("output", "input", "user", "models", "custom_nodes")}
     for d in dirs.values():
         d.mkdir()

@@ -51,7 +51,11 @@ def apply_layout(ui: dict, prompt: dict, spec: dict) -> dict:
     _check(spec, prompt)
     ui = copy.deepcopy(ui)
     nodes = {str(n["id"]): n for n in ui["nodes"]}
-    for key, n in nodes.items():  # web/swapforge.js adds a preview panel to these nodes
+    for key, n in nodes.items():
+        # the editor widens a node to its title (about 6.9 px a character at the default font; seen in 1.27)
+        title = n.get("title") or ""
+        n["size"][0] = max(n["size"][0], 60 + 7 * len(title))
+        # web/swapforge.js adds a preview panel to these nodes
         inputs = prompt[key].get("inputs") or {}
         if n["type"].startswith("SwapForge_") and ("face_index" in inputs or n["type"] == "SwapForge_SelectFaces"):
             n["size"][1] += PANEL_HEIGHT

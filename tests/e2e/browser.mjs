@@ -66,3 +66,11 @@ export async function openEditor({ url, shots, chromium, timeout, result, viewpo
     throw e;
   }
 }
+
+// Runs main() (which returns the result object) and prints the result as one JSON line on stdout.
+export function runMain(main) {
+  main().then((result) => process.stdout.write(JSON.stringify(result) + "\n")).catch((e) => {
+    process.stdout.write(JSON.stringify({ ok: false, error: String(e?.stack ?? e) }) + "\n");
+    process.exit(1);
+  });
+}

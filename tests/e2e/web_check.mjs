@@ -11,7 +11,7 @@
 // Prints one JSON object on stdout (the last line); progress on stderr. Screenshots in --shots.
 import fs from "node:fs";
 import path from "node:path";
-import { getJson, openEditor, sleep } from "./browser.mjs";
+import { getJson, openEditor, runMain, sleep } from "./browser.mjs";
 
 const TEMPLATE = "pick_face_edit_part_boxes";
 const PART_DETECTOR = "4";
@@ -230,10 +230,7 @@ async function main() {
   } finally {
     await session?.close();
   }
-  process.stdout.write(JSON.stringify(result) + "\n");
+  return result;
 }
 
-main().catch((e) => {
-  process.stdout.write(JSON.stringify({ ok: false, error: String(e?.stack ?? e) }) + "\n");
-  process.exit(1);
-});
+runMain(main);

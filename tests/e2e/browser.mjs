@@ -67,6 +67,22 @@ export async function openEditor({ url, shots, chromium, timeout, result, viewpo
   }
 }
 
+// Opens the editor, runs body(page) and closes the browser; result.ok is true when body finished, else
+// result.error holds the failure. Returns result.
+export async function inEditor(opts, result, body) {
+  let session = null;
+  try {
+    session = await openEditor({ ...opts, result });
+    await body(session.page);
+    result.ok = true;
+  } catch (e) {
+    result.error = String(e?.stack ?? e);
+  } finally {
+    await session?.close();
+  }
+  return result;
+}
+
 // Runs main() (which returns the result object) and prints the result as one JSON line on stdout.
 export function runMain(main) {
   main().then((result) => process.stdout.write(JSON.stringify(result) + "\n")).catch((e) => {

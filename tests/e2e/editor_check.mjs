@@ -17,7 +17,7 @@
 // the new /history entry. Prints one JSON object on stdout (the last line); progress goes to stderr.
 import fs from "node:fs";
 import path from "node:path";
-import { getJson, openEditor, runMain, sleep } from "./browser.mjs";
+import { getJson, inEditor, runMain, sleep } from "./browser.mjs";
 
 function parseArgs(argv) {
   const args = { url: "", shots: "", queue: "", chromium: "/usr/bin/chromium", files: [],
@@ -71,11 +71,8 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const result = { ok: false, url: args.url, shots_dir: args.shots, workflows: {}, console_errors: [],
                    page_errors: [], http_errors: [], frontend_version: null, queue: null };
-  let session = null;
-  try {
-    session = await openEditor({ url: args.url, shots: args.shots, chromium: args.chromium,
-                                 timeout: args.timeout, result });
-    const page = session.page;
+  const opts = { url: args.url, shots: args.shots, chromium: args.chromium, timeout: args.timeout };
+  return inEditor(opts, result, async (page) => {
     const stats = await getJson(`${args.url}/system_stats`).catch(() => null);
     result.server = stats?.system ?? null;
 
@@ -250,13 +247,7 @@ async function main() {
       await page.screenshot({ path: shot });
       result.queue.screenshot = shot;
     }
-    result.ok = true;
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-  } finally {
-    await session?.close();
-  }
-  return result;
+  });
 }
 
 runMain(main);

@@ -11,7 +11,7 @@
 // Prints one JSON object on stdout (the last line); progress on stderr. Screenshots in --shots.
 import fs from "node:fs";
 import path from "node:path";
-import { getJson, openEditor, runMain, sleep } from "./browser.mjs";
+import { getJson, inEditor, runMain, sleep } from "./browser.mjs";
 
 const TEMPLATE = "pick_face_edit_part_boxes";
 const PART_DETECTOR = "4";
@@ -146,11 +146,9 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const result = { ok: false, url: args.url, console_errors: [], page_errors: [], http_errors: [],
                    frontend_version: null, steps: [] };
-  let session = null;
-  try {
-    session = await openEditor({ url: args.url, shots: args.shots, chromium: args.chromium, timeout: args.timeout,
-                                 result, viewport: { width: 1600, height: 1100 } });
-    const page = session.page;
+  const opts = { url: args.url, shots: args.shots, chromium: args.chromium, timeout: args.timeout,
+                 viewport: { width: 1600, height: 1100 } };
+  return inEditor(opts, result, async (page) => {
     log("template browser");
     await templateBrowser(page, args, result);
 
@@ -224,13 +222,7 @@ async function main() {
     await sleep(500);
     result.reloaded = { part_detector: await widgets(page, PART_DETECTOR), classic_swap: await widgets(page, CLASSIC_SWAP) };
     result.reloaded_prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
-    result.ok = true;
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-  } finally {
-    await session?.close();
-  }
-  return result;
+  });
 }
 
 runMain(main);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..models.face import align, detect, paste, track
 from ..models.face import identity as idlib
-from . import services
+from . import preview, services
 from .common import CROPS, FACE_MODEL, FACES, IDENTITY, images_np, mask_np, progress, to_image, to_mask
 
 CATEGORY = "SwapForge/Face"
@@ -104,19 +104,21 @@ class SwapForgeSelectFaces:
         }, "optional": {
             "identity": (IDENTITY, {"tooltip": "For identity mode: the person to keep."}),
             "face_model": (FACE_MODEL, {"tooltip": "For identity mode: the analyzer that made the identity."}),
-            "image": ("IMAGE", {"tooltip": "For identity mode: the frames the faces were detected on."}),
+            "image": ("IMAGE", {"tooltip": "The frames the faces were detected on: needed by identity mode; in "
+                                           "index mode it only gives the face picker its picture."}),
         }}
 
     def select(self, faces, mode, indices, min_similarity, identity=None, face_model=None, image=None):
+        frames = images_np(image) if image is not None else None
+        ui = preview.face_picker_ui(faces, frames, "indices")
         if mode == "index":
-            return (idlib.select_by_index(faces, indices),)
+            return preview.NodeOutput((idlib.select_by_index(faces, indices),), ui)
         missing = [n for n, v in (("identity", identity), ("face_model", face_model), ("image", image)) if v is None]
         if missing:
             raise ValueError(f"SwapForge Select Faces: identity mode needs the {', '.join(missing)} input(s) "
                              "connected. Connect them, or switch mode to index.")
-        frames = images_np(image)
         faces.check_batch(len(frames))
-        return (idlib.select_by_identity(face_model, frames, faces, identity, min_similarity),)
+        return preview.NodeOutput((idlib.select_by_identity(face_model, frames, faces, identity, min_similarity),), ui)
 
 
 class SwapForgeTrackFaces:

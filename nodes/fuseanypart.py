@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ..models.fuseanypart import clip_inputs, fusion, pipeline
+from ..models.fuseanypart import clip_inputs, fusion, pipeline, reference
+from ..models.partswap import part_detect
 from . import services
-from .common import PARTS, PARTS_TYPE, progress
+from .common import FACE_MODEL, PARTS, PARTS_TYPE, images_np, progress, to_image
 
 CATEGORY = "SwapForge/Part swap/FuseAnyPart"
 FEATURES = "SWAPFORGE_PART_FEATURES"
@@ -105,6 +106,42 @@ class SwapForgeCLIPPartEncoder:
             return out.float().cpu()
 
         return (pipeline.encode_parts(encode, target.float(), boxes, references),)
+
+
+class SwapForgeReferenceParts:
+    DESCRIPTION = ("One FuseAnyPart reference in one node: the largest face of the photo, aligned (FFHQ, 512), found "
+                   "again on the crop, and its part boxes. The stage-by-stage template wires the same steps as Detect "
+                   "Faces -> Align & Crop -> Detect Faces -> Part Detector; use this node to add references compactly.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", PARTS_TYPE, "STRING")
+    RETURN_NAMES = ("crop", "parts", "report")
+    OUTPUT_TOOLTIPS = ("The aligned crop of the reference face (one image).",
+                       "Its part boxes, for the CLIP Part Encoder's <part>_parts input.",
+                       "Where the face was found and where its part boxes came from.")
+    FUNCTION = "prepare"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "face_model": (FACE_MODEL, {"tooltip": "From Face Model Loader: finds the face in the photo and on its crop."}),
+            "image": ("IMAGE", {"tooltip": "The reference photo (its first image; the largest face is used)."}),
+            "size": (["512", "256", "1024"], {"default": "512", "tooltip": "Aligned crop size (FuseAnyPart: 512)."}),
+            "backend": (["landmarks", "grounding_dino"], {"default": "landmarks", "tooltip":
+                        "landmarks: part boxes from the 68 landmarks. grounding_dino: the paper's text-prompted "
+                        "detector (connect Load Grounding DINO), landmarks where it finds nothing."}),
+        }, "optional": {
+            "grounding_dino": ("SWAPFORGE_GROUNDING_DINO", {"tooltip": "From Load Grounding DINO, for the "
+                                                                       "grounding_dino backend."}),
+        }}
+
+    def prepare(self, face_model, image, size, backend, grounding_dino=None):
+        if backend == "grounding_dino" and grounding_dino is None:
+            raise ValueError("SwapForge Reference Parts: the grounding_dino backend needs a model. Connect Load "
+                             "Grounding DINO, or choose the landmarks backend.")
+        detector = grounding_dino.ready() if backend == "grounding_dino" else None
+        crop, partset, line = reference.reference_parts(face_model, images_np(image), int(size), "ffhq", detector,
+                                                        part_detect.DEFAULT_PROMPTS, progress=progress(1))
+        return (to_image(crop), partset, line)
 
 
 class SwapForgeMaskFusion:
@@ -213,6 +250,7 @@ class SwapForgeFuseAnyPartConditioning:
 NODE_CLASS_MAPPINGS = {
     "SwapForge_FuseAnyPartLoader": SwapForgeFuseAnyPartLoader,
     "SwapForge_CLIPPartEncoder": SwapForgeCLIPPartEncoder,
+    "SwapForge_ReferenceParts": SwapForgeReferenceParts,
     "SwapForge_MaskFusion": SwapForgeMaskFusion,
     "SwapForge_AdditionInjector": SwapForgeAdditionInjector,
     "SwapForge_FuseAnyPartConditioning": SwapForgeFuseAnyPartConditioning,
@@ -220,6 +258,7 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SwapForge_FuseAnyPartLoader": "FuseAnyPart Loader (SwapForge)",
     "SwapForge_CLIPPartEncoder": "CLIP Part Encoder (SwapForge)",
+    "SwapForge_ReferenceParts": "Reference Parts (SwapForge)",
     "SwapForge_MaskFusion": "Mask Fusion (SwapForge)",
     "SwapForge_AdditionInjector": "Addition Injector (SwapForge)",
     "SwapForge_FuseAnyPartConditioning": "FuseAnyPart Conditioning (SwapForge)",

@@ -5,8 +5,8 @@ import numpy as np
 
 from ..models.face import detect
 from ..models.face.records import FaceSet
-from ..models.partswap import blend, classic, part_detect, parts
-from . import services
+from ..models.partswap import blend, classic, part_detect, part_edit, parts
+from . import preview, services
 from .common import FACE_MODEL, FACES, PARTS_TYPE, images_np, progress, to_image, to_mask
 
 CATEGORY = "SwapForge/Part swap"
@@ -67,8 +67,9 @@ class SwapForgeFaceParts:
         partset = parts.compute_parts(faces)
         masks = parts.render_part_masks(faces, parts.PARTS, None if face_index < 0 else face_index,
                                         dilate_frac=dilate, feather_frac=feather)
-        return (partset, to_mask(masks["eyes"]), to_mask(masks["nose"]), to_mask(masks["mouth"]),
-                to_image(parts.draw_parts(frames, partset)))
+        result = (partset, to_mask(masks["eyes"]), to_mask(masks["nose"]), to_mask(masks["mouth"]),
+                  to_image(parts.draw_parts(frames, partset)))
+        return preview.NodeOutput(result, preview.face_picker_ui(faces, frames, "face_index"))
 
 
 class SwapForgeClassicPartSwap:
@@ -126,7 +127,8 @@ class SwapForgeClassicPartSwap:
             frames, target_faces, sources, None if face_index < 0 else face_index, blend_mode, color_match,
             dilate, feather, progress=progress(len(frames)))
         report = "\n".join(f"frame {i}: {s}" for i, s in enumerate(status))
-        return (to_image(out), to_mask(mask), report)
+        return preview.NodeOutput((to_image(out), to_mask(mask), report),
+                                  preview.face_picker_ui(target_faces, frames, "face_index"))
 
 
 class SwapForgeGroundingDinoLoader:
@@ -234,12 +236,14 @@ class SwapForgePartDetector:
         }, "optional": {
             "grounding_dino": (GDINO, {"tooltip": "From Load Grounding DINO; needed by the grounding_dino backend."}),
             "sam": (SAM, {"tooltip": "From Load SAM; needed by the sam mask mode."}),
+            "boxes": ("STRING", {"default": "", "tooltip": part_edit.WIDGET_TOOLTIP}),
         }}
 
     def detect(self, image, faces, backend, mask_mode, eyes_prompt, nose_prompt, mouth_prompt, box_threshold,
-               text_threshold, face_margin, face_index, grounding_dino=None, sam=None):
+               text_threshold, face_margin, face_index, grounding_dino=None, sam=None, boxes=""):
         frames = images_np(image)
         faces.check_batch(len(frames))
+        edits = part_edit.parse_box_edits(boxes)
         detector = None
         if backend == "grounding_dino":
             if grounding_dino is None:
@@ -249,15 +253,21 @@ class SwapForgePartDetector:
         part_detect.check_mask_mode(mask_mode, sam)
         prompts = {"eyes": eyes_prompt, "nose": nose_prompt, "mouth": mouth_prompt}
         pbar = progress(len(frames) * (2 if mask_mode == "sam" else 1))
-        partset, report = part_detect.detect_parts(frames, faces, detector, prompts, box_threshold,
-                                                   text_threshold, face_margin, on_frame=pbar)
+        detected, report = part_detect.detect_parts(frames, faces, detector, prompts, box_threshold,
+                                                    text_threshold, face_margin, on_frame=pbar)
+        partset, notes = part_edit.apply_box_edits(detected, edits)
         masks = part_detect.part_masks(frames, faces, partset, mask_mode,
                                        refiner=sam.ready() if mask_mode == "sam" else None,
                                        face_index=None if face_index < 0 else face_index,
                                        on_frame=pbar if mask_mode == "sam" else None)
         text = part_detect.format_report(report, len(frames), faces.counts(), backend)
-        return (partset, to_mask(masks["eyes"]), to_mask(masks["nose"]), to_mask(masks["mouth"]),
-                to_image(parts.draw_parts(frames, partset)), text)
+        if edits:
+            text += f"\nedited boxes ({', '.join(edits.boxes)}) on face {edits.face}" + "".join("\n" + n for n in notes)
+        result = (partset, to_mask(masks["eyes"]), to_mask(masks["nose"]), to_mask(masks["mouth"]),
+                  to_image(parts.draw_parts(frames, partset)), text)
+        ui = preview.part_boxes_ui(faces, frames, detected, partset)
+        ui.update(preview.face_picker_ui(faces, frames, "face_index", ui["swapforge_parts"][0]["image"]))
+        return preview.NodeOutput(result, ui)
 
 
 def _source_part(face_model, image, part):

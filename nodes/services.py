@@ -201,6 +201,28 @@ def output_directory() -> str:
     return os.path.abspath(os.environ.get("SWAPFORGE_OUTPUT_DIR", "output"))
 
 
+def temp_directory() -> str:
+    """ComfyUI's temp folder (emptied at start and exit; served by GET /view?type=temp); without ComfyUI
+    $SWAPFORGE_TEMP_DIR or <system temp>/swapforge_temp."""
+    if HAS_COMFY:
+        return folder_paths.get_temp_directory()
+    import tempfile
+    return os.path.abspath(os.environ.get("SWAPFORGE_TEMP_DIR", os.path.join(tempfile.gettempdir(), "swapforge_temp")))
+
+
+def save_temp_image(rgb_uint8, prefix: str) -> dict:
+    """Write an [H, W, 3] uint8 picture as a JPEG into the temp folder; returns the reference a node's `ui`
+    output carries ({"filename", "subfolder", "type": "temp"}), as ComfyUI's PreviewImage does."""
+    from PIL import Image
+    import uuid
+    folder = temp_directory()
+    sub = "swapforge"
+    os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}.jpg"
+    Image.fromarray(rgb_uint8).save(os.path.join(folder, sub, name), quality=88)
+    return {"filename": name, "subfolder": sub, "type": "temp"}
+
+
 # ---------------------------------------------------------------- interrupts and progress
 
 class Interrupted(Exception):

@@ -16,7 +16,7 @@ from ..models.styleswap import checkpoints, sbm
 from ..models.styleswap import swapper as sw
 from ..models.styleswap.encoder import StyleEncoder
 from ..models.styleswap.stylegan2 import Generator
-from . import services
+from . import preview, services
 from .common import CROPS, FACE_MODEL, FACES, images_np, progress, to_image, to_mask
 
 CATEGORY = "SwapForge/Face swap"
@@ -252,7 +252,8 @@ class SwapForgeFaceSwap:
         res = sw.swap_faces(module, code.w, frames, target_faces, strength, face_index, int(crop_size), erode,
                             feather, color_match, frames_per_chunk, progress=progress(len(frames)))
         report = "\n".join([f"source: {len(used)} of {len(src)} photo(s) with a face (used: {used})"] + res.status)
-        return (to_image(res.frames), to_mask(res.mask), to_image(res.crops), res.cropset, report)
+        return preview.NodeOutput((to_image(res.frames), to_mask(res.mask), to_image(res.crops), res.cropset, report),
+                                  preview.face_picker_ui(target_faces, frames, "face_index"))
 
 
 NODE_CLASS_MAPPINGS = {

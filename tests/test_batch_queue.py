@@ -190,3 +190,62 @@ def test_cli_exit_code_and_timeout(server, images, tmp_path, capsys):
                            [bq.Setting.parse("10.image={image}")], str(tmp_path / "t"), timeout=0.5,
                            log=lambda *a: None, poll_interval=0.05)
     assert results[0].status == "failed" and "timeout" in results[0].error
+
+
+def test_two_servers_share_the_batch_and_a_stopped_one_hands_its_items_over(images, tmp_path):
+    a, b = FakeComfy(run_time=0.2), FakeComfy(run_time=0.6)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"img{i}.png").write_bytes(b"PNG-%d" % i)
+    items = bq.load_items(str(folder))
+    out = tmp_path / "out"
+    logs, box = [], {}
+
+    def run():
+        box["results"] = bq.run_batch([a.url, b.url], WORKFLOW, items, [bq.Setting.parse("10.image={image}")],
+                                      str(out), concurrency=1, timeout=20, log=logs.append, poll_interval=0.05)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # stop b while it runs its second prompt (one done before)
+        with b.lock:
+            if len(b.history) >= 1 and b.running == 1 and len(b.prompts) == 2:
+                break
+        time.sleep(0.01)
+    b.server.shutdown()
+    b.server.server_close()
+    b_done = set(b.history)
+    t.join(60)
+    assert not t.is_alive()
+    results = {r.key: r for r in box["results"]}
+    assert all(r.status == "done" for r in results.values()), {k: (r.status, r.error) for k, r in results.items()}
+    on_b = {k for k, r in results.items() if r.server == b.url}
+    on_a = {k for k, r in results.items() if r.server == a.url}
+    assert on_a | on_b == set(results) and len(on_b) == 1 and len(on_a) == 7
+    assert {results[k].prompt_id for k in on_b} <= b_done  # finished on b before it stopped
+    moved = [k for k, r in results.items() if r.attempts]
+    assert len(moved) == 1 and results[moved[0]].attempts[0]["server"] == b.url
+    assert results[moved[0]].server == a.url
+    # nothing that finished ran twice: a ran exactly the items not done on b, once each
+    a_images = sorted(p["10"]["inputs"]["image"] for p in a.prompts.values())
+    assert a_images == sorted(on_a)
+    for key in results:
+        files = list((out / key).iterdir())
+        assert len(files) == 1 and files[0].read_bytes() == b"OUT:" + (folder / key).read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())["items"]
+    assert {k: v["server"] for k, v in manifest.items()} == {k: r.server for k, r in results.items()}
+    assert any("stopped answering" in line for line in logs)
+    a.server.shutdown()
+
+
+def test_items_stay_pending_when_no_server_answers(images, tmp_path):
+    dead = FakeComfy()
+    dead.server.shutdown()
+    dead.server.server_close()
+    results = bq.run_batch([dead.url], WORKFLOW, bq.load_items(str(images))[:2],
+                           [bq.Setting.parse("10.image={image}")], str(tmp_path / "o"), timeout=5,
+                           log=lambda *a: None, poll_interval=0.05)
+    assert [r.status for r in results] == ["pending", "pending"]
+    assert all("no server answered" in r.error for r in results)

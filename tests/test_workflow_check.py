@@ -356,18 +356,22 @@ def test_cli_reports_ok_errors_and_writes_api(tmp_path, capsys):
 
 
 def test_make_ui_workflow_writes_twins_and_check_finds_stale_ones(tmp_path, schemas):
-    api = tmp_path / "portrait.api.json"
+    (tmp_path / "api").mkdir()
+    api = tmp_path / "api" / "portrait.api.json"
     api.write_text(json.dumps(ksampler_api()))
     out = make_ui_workflow.write_twin(str(api), schemas)
     assert out == str(tmp_path / "portrait.json")
-    assert make_ui_workflow.check_twins(str(tmp_path), schemas) == []
+    assert make_ui_workflow.check_twins(schemas, str(tmp_path)) == []
     changed = ksampler_api()
     changed["3"]["inputs"]["steps"] = 30
     api.write_text(json.dumps(changed))
-    problems = make_ui_workflow.check_twins(str(tmp_path), schemas)
+    problems = make_ui_workflow.check_twins(schemas, str(tmp_path))
     assert len(problems) == 1 and "portrait.json" in problems[0]
-    (tmp_path / "lonely.api.json").write_text(json.dumps(scale_api()))
-    assert len(make_ui_workflow.check_twins(str(tmp_path), schemas)) == 2
+    (tmp_path / "api" / "lonely.api.json").write_text(json.dumps(scale_api()))
+    assert len(make_ui_workflow.check_twins(schemas, str(tmp_path))) == 2
+    (tmp_path / "orphan.json").write_text((tmp_path / "portrait.json").read_text())
+    problems = make_ui_workflow.check_twins(schemas, str(tmp_path))
+    assert len(problems) == 3 and any("orphan.json: no API twin" in p for p in problems)
 
 
 def test_a_file_name_in_a_combo_with_fixed_entries_is_a_warning_not_an_error(schemas):

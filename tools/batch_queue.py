@@ -1,8 +1,12 @@
 """Queue one workflow over many inputs on a ComfyUI server, download the outputs, keep a manifest.
 
-    python -m tools.batch_queue --server http://127.0.0.1:8188 --workflow wf.api.json \\
-        --inputs FOLDER_OR_CSV --set 12.image={image} --set 3.seed=seed --set 5.text==hello \\
+    python -m tools.batch_queue --server http://127.0.0.1:8188 [--server http://127.0.0.1:8189 ...] \\
+        --workflow example_workflows/api/classic_part_swap.api.json \\
+        --inputs FOLDER_OR_CSV --set 2.image={image} --set 3.seed=seed --set 5.text==hello \\
         --out OUTDIR [--concurrency 2] [--timeout 600] [--resume | --no-resume]
+
+The pack's API-format workflows are in example_workflows/api/ (tools/workflow_dirs.py); a UI-format file is
+converted first.
 
 Items: a folder gives one item per image file (column ``image`` = the file, key = the file name); a CSV
 gives one item per row (columns by header; key = column ``key`` if present, else ``row<N>-<hash>``;
@@ -16,11 +20,19 @@ Column and literal values are cast to the type of the workflow's current value t
 bool from true/false/1/0/yes/no, str); a link or missing value keeps the text.
 
 Each item is uploaded, queued, followed (websocket, else polling GET /history) and its outputs are
-downloaded into OUTDIR/<item key>/. At most ``concurrency`` prompts are queued-or-running at once.
-OUTDIR/manifest.json (atomically rewritten after every change) records per item: status
-pending/running/done/failed, prompt_id, outputs, error, started/finished. A rerun with a manifest
-present skips done items (``--no-resume`` reruns all). Exit 0 when all done, 2 when some failed,
-130 on Ctrl-C (the manifest stays consistent: interrupted items are "pending").
+downloaded into OUTDIR/<item key>/. ``--server`` may be given several times (several GPUs or machines): the
+items are spread over the servers, each with at most ``concurrency`` prompts queued-or-running at once.
+OUTDIR/manifest.json (one for the whole batch, atomically rewritten after every change) records per item:
+status pending/running/done/failed, the server and prompt_id, outputs, error, started/finished, and the
+attempts moved off a server. A rerun with a manifest present skips done items (``--no-resume`` reruns all).
+
+A server that stops answering (connection refused or reset, HTTP timeouts; checked again with
+GET /system_stats three times, a second apart) is dropped for the rest of the batch: the items it held go
+back to the queue and run on the others. An item is done only once its outputs are downloaded, so an item
+whose server stopped between finishing and the download runs again elsewhere; a done item never runs again.
+When no server answers any more, the items left stay "pending" for a rerun. Exit 0 when all done, 2 when
+some failed or are left pending, 130 on Ctrl-C (the manifest stays consistent: interrupted items are
+"pending").
 """
 from __future__ import annotations
 
@@ -28,9 +40,11 @@ import argparse
 import copy
 import csv
 import hashlib
+import http.client
 import json
 import mimetypes
 import os
+import queue
 import re
 import sys
 import threading
@@ -39,7 +53,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -49,6 +62,14 @@ MANIFEST = "manifest.json"
 
 class BatchError(Exception):
     """An item failed; the message says why."""
+
+
+class ServerDown(Exception):
+    """A server stopped answering; its items go to the other servers."""
+
+
+# Errors that mean "no answer from the server" (HTTPError is an answer: it is caught before these).
+NO_ANSWER = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,6 +205,19 @@ class ComfyClient:
             raise BatchError(describe_prompt_error(answer))
         return answer["prompt_id"]
 
+    def answers(self, tries: int = 3, pause: float = 1.0) -> bool:
+        """True when GET /system_stats answers within `tries` attempts, `pause` seconds apart."""
+        for i in range(tries):
+            try:
+                self._request("GET", "/system_stats")
+                return True
+            except urllib.error.HTTPError:
+                return True  # an HTTP answer is an answer
+            except NO_ANSWER:
+                if i + 1 < tries:
+                    time.sleep(pause)
+        return False
+
     def history(self, prompt_id: str) -> Optional[dict]:
         answer = self._json("GET", f"/history/{urllib.parse.quote(prompt_id)}")
         return (answer or {}).get(prompt_id)
@@ -313,11 +347,13 @@ class Watcher:
 class ItemResult:
     key: str
     status: str = "pending"  # pending | running | done | failed
+    server: Optional[str] = None
     prompt_id: Optional[str] = None
     outputs: List[dict] = field(default_factory=list)
     error: Optional[str] = None
     started: Optional[float] = None
     finished: Optional[float] = None
+    attempts: List[dict] = field(default_factory=list)  # runs moved off a server that stopped answering
 
 
 class Manifest:
@@ -407,98 +443,174 @@ def _download(client: ComfyClient, entry: dict, dest: str) -> List[dict]:
     return saved
 
 
-def run_batch(server: str, workflow: dict, items: List[dict], sets: List[Setting], out_dir: str,
+class _Server:
+    """One ComfyUI server of the batch: its client, its websocket watcher and whether it still answers."""
+
+    def __init__(self, url: str, log: Callable):
+        self.client = ComfyClient(url)
+        self.url = self.client.server
+        self.log = log
+        self.alive = True
+        self.watcher: Optional[Watcher] = None
+        self.uploads: Dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def watch(self) -> Watcher:
+        with self.lock:
+            if self.watcher is None:
+                self.watcher = Watcher(self.client, lambda m: self.log(f"[{self.url}] {m}"))
+            return self.watcher
+
+    def upload(self, path: str) -> str:
+        with self.lock:
+            if path in self.uploads:
+                return self.uploads[path]
+        name = self.client.upload_image(path)
+        with self.lock:
+            self.uploads[path] = name
+        return name
+
+    def close(self):
+        if self.watcher is not None:
+            self.watcher.close()
+
+
+def run_batch(server, workflow: dict, items: List[dict], sets: List[Setting], out_dir: str,
               concurrency: int = 2, timeout: float = 600, log: Callable = print, resume: bool = True,
               poll_interval: float = 1.0) -> List[ItemResult]:
-    """Run every item (see module doc); returns one ItemResult per item, in item order. Items already
-    done in an existing manifest are returned as they are there and not rerun (resume=True)."""
+    """Run every item (see module doc) on one server URL or a list of them, `concurrency` prompts at a time on
+    each; returns one ItemResult per item, in item order. Items already done in an existing manifest are
+    returned as they are there and not rerun (resume=True)."""
+    urls = [server] if isinstance(server, str) else list(server)
+    if not urls:
+        raise ValueError("SwapForge batch: no server given; pass --server URL (several times for several servers)")
     os.makedirs(out_dir, exist_ok=True)
     manifest = Manifest(out_dir, resume=resume)
-    client = ComfyClient(server)
     stop = threading.Event()
     keys = [item_key(it, i) for i, it in enumerate(items)]
     if len(set(keys)) != len(keys):
         raise ValueError("SwapForge batch: two items have the same key; give each a unique 'key' column")
     results: Dict[str, ItemResult] = {}
-    todo = []
+    todo: "queue.Queue" = queue.Queue()
     for key, item in zip(keys, items):
         prev = manifest.items.get(key)
         if prev is not None and prev.status == "done":
             results[key] = prev
         else:
-            todo.append((key, item))
+            todo.put((key, item))
             results[key] = ItemResult(key)
-    skipped = len(items) - len(todo)
+    left = todo.qsize()
+    skipped = len(items) - left
     if skipped:
-        log(f"resume: {skipped} item(s) already done, {len(todo)} to run")
+        log(f"resume: {skipped} item(s) already done, {left} to run")
     for s in sets:  # configuration errors stop before anything is queued
         if s.node_id not in workflow:
             raise ValueError(f"--set {s.node_id}.{s.input}: node {s.node_id} is not in the workflow")
+    servers = [_Server(u, log) for u in dict.fromkeys(urls)]
+    state = {"left": left}
+    state_lock = threading.Lock()
 
-    uploads: Dict[str, str] = {}
-    upload_lock = threading.Lock()
+    def finish(res: ItemResult):
+        res.finished = time.time()
+        manifest.update(res)
+        results[res.key] = res
+        with state_lock:
+            state["left"] -= 1
+        if res.status == "done":
+            log(f"{res.key}: done on {res.server} ({len(res.outputs)} output file(s))")
+        else:
+            log(f"{res.key}: {res.status}: {res.error}")
 
-    def upload(path):
-        with upload_lock:
-            if path in uploads:
-                return uploads[path]
-        name = client.upload_image(path)
-        with upload_lock:
-            uploads[path] = name
-        return name
-
-    watcher = Watcher(client, log) if todo else None
-
-    def run_one(key, item):
-        res = ItemResult(key, status="running", started=time.time())
+    def run_one(srv: _Server, key: str, item: dict) -> bool:
+        """Run one item on srv; False when srv stopped answering (the item goes back to the queue)."""
+        prev = results[key]
+        res = ItemResult(key, status="running", server=srv.url, started=time.time(),
+                         attempts=list(prev.attempts))
         manifest.update(res)
         try:
-            prompt = build_prompt(workflow, item, sets, upload)
-            if stop.is_set():
-                raise BatchError("stopped by the user")
-            res.prompt_id = client.queue_prompt(prompt)
-            manifest.update(res)
             try:
-                entry = watcher.wait(res.prompt_id, timeout, poll_interval, stop)
-            except BatchError:
-                client.cancel(res.prompt_id)
-                raise
-            err = _history_error(entry)
-            if err:
-                raise BatchError(err)
-            res.outputs = _download(client, entry, os.path.join(out_dir, key))
-            res.status = "done"
+                prompt = build_prompt(workflow, item, sets, srv.upload)
+                if stop.is_set():
+                    raise BatchError("stopped by the user")
+                res.prompt_id = srv.client.queue_prompt(prompt)
+                manifest.update(res)
+                try:
+                    entry = srv.watch().wait(res.prompt_id, timeout, poll_interval, stop)
+                except BatchError:
+                    srv.client.cancel(res.prompt_id)
+                    raise
+                err = _history_error(entry)
+                if err:
+                    raise BatchError(err)
+                res.outputs = _download(srv.client, entry, os.path.join(out_dir, key))
+                res.status = "done"
+            except urllib.error.HTTPError as e:
+                raise BatchError(f"{srv.url} answered HTTP {e.code} {e.reason}") from None
+            except NO_ANSWER as e:
+                if srv.client.answers():
+                    raise BatchError(f"{srv.url}: {type(e).__name__}: {e}") from None
+                raise ServerDown(f"{type(e).__name__}: {e}") from None
+        except ServerDown as e:
+            if srv.alive:
+                srv.alive = False
+                log(f"{srv.url} stopped answering ({e}); its items go to the other servers")
+            res.attempts.append({"server": srv.url, "prompt_id": res.prompt_id, "error": f"server stopped "
+                                 f"answering: {e}", "at": time.time()})
+            res.status, res.error, res.prompt_id, res.server = "pending", f"moved: {srv.url} stopped answering", None, None
+            manifest.update(res)
+            results[key] = res
+            return False
         except (BatchError, OSError, ValueError, KeyError) as e:
             if stop.is_set():
                 res.status, res.error = "pending", "interrupted by the user; rerun to resume"
             else:
                 res.status = "failed"
                 res.error = str(e) if isinstance(e, BatchError) else f"{type(e).__name__}: {e}"
-        res.finished = time.time()
-        manifest.update(res)
-        results[key] = res
-        if res.status == "done":
-            log(f"{key}: done ({len(res.outputs)} output file(s))")
-        else:
-            log(f"{key}: {res.status}: {res.error}")
-        return res
+        finish(res)
+        return True
 
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
-    futures = [pool.submit(run_one, key, item) for key, item in todo]
+    def worker(srv: _Server):
+        while not stop.is_set() and srv.alive:
+            with state_lock:
+                if state["left"] <= 0:
+                    return
+            try:
+                key, item = todo.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if not run_one(srv, key, item):
+                todo.put((key, item))
+                return
+
+    threads = [threading.Thread(target=worker, args=(srv,), daemon=True)
+               for srv in servers for _ in range(max(1, concurrency))] if left else []
+    for t in threads:
+        t.start()
     try:
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        while any(t.is_alive() for t in threads):
+            if not any(srv.alive for srv in servers):
+                break
+            time.sleep(0.2)
+        for t in threads:
+            t.join(timeout=timeout + 30)
     except KeyboardInterrupt:
         stop.set()
-        for f in futures:
-            f.cancel()
-        pool.shutdown(wait=True)
+        for t in threads:
+            t.join(timeout=30)
         raise
     finally:
-        pool.shutdown(wait=True)
-        if watcher is not None:
-            watcher.close()
+        for srv in servers:
+            srv.close()
+    while True:  # no server answers any more: what is left stays pending for a rerun
+        try:
+            key, _ = todo.get_nowait()
+        except queue.Empty:
+            break
+        res = results[key]
+        res.status = "pending"
+        res.error = ("no server answered (" + ", ".join(srv.url for srv in servers) + "); rerun to resume")
+        manifest.update(res)
+        log(f"{key}: pending: {res.error}")
     return [results[k] for k in keys]
 
 
@@ -507,12 +619,14 @@ def main(argv=None) -> int:
                                  description="Queue a workflow over a folder of images or a CSV.",
                                  epilog="--set syntax: NODE.INPUT={COLUMN} uploads that file; "
                                         "NODE.INPUT=COLUMN takes the column; NODE.INPUT==TEXT is literal.")
-    ap.add_argument("--server", default="http://127.0.0.1:8188")
+    ap.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
+                    help="a ComfyUI server (default http://127.0.0.1:8188); give it several times to spread the "
+                         "items over several servers")
     ap.add_argument("--workflow", required=True, help="API-format workflow (a UI-format file is converted)")
     ap.add_argument("--inputs", required=True, help="folder of images or CSV file")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=2, help="prompts at a time on each server")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--resume", dest="resume", action="store_true", default=True,
                     help="skip items done in OUTDIR/manifest.json (default)")
@@ -527,8 +641,8 @@ def main(argv=None) -> int:
             from .workflow_check import load_schemas, ui_to_api
             workflow = ui_to_api(workflow, load_schemas(args.object_info))
         items = load_items(args.inputs)
-        results = run_batch(args.server, workflow, items, sets, args.out, args.concurrency, args.timeout,
-                            resume=args.resume)
+        results = run_batch(args.servers or ["http://127.0.0.1:8188"], workflow, items, sets, args.out,
+                            args.concurrency, args.timeout, resume=args.resume)
     except KeyboardInterrupt:
         print("interrupted; the manifest is saved, rerun the same command to resume")
         return 130

@@ -84,18 +84,15 @@ def _supported_flags(comfy_dir: str) -> str:
         return f.read()
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
-    """A ComfyUI server on a free loopback port, with this repository loaded as custom node pack
-    `SwapForge` and private base/input/output/temp/user folders. Stopped after the session."""
-    if not COMFY_DIR:
-        pytest.skip("SWAPFORGE_COMFYUI_DIR is not set")
+def start_comfy_server(base) -> ComfyServer:
+    """Start a ComfyUI server on a free loopback port with this repository loaded as custom node pack
+    `SwapForge` and private base/input/output/temp/user folders under `base` (a new pathlib folder); returns
+    once /object_info answers (pytest.fail with the log tail otherwise). Stop it with stop_comfy_server."""
     comfy_dir = os.path.abspath(COMFY_DIR)
     main_py = os.path.join(comfy_dir, "main.py")
     if not os.path.isfile(main_py):
         pytest.fail(f"SWAPFORGE_COMFYUI_DIR={COMFY_DIR} has no main.py; point it at a ComfyUI checkout.")
-
-    base = tmp_path_factory.mktemp("comfyui")
+    base.mkdir(parents=True, exist_ok=True)
     dirs = {name: base / name for name in ("output", "input", "user", "models", "custom_nodes")}
     for d in dirs.values():
         d.mkdir()
@@ -143,15 +140,34 @@ def comfy_server(tmp_path_factory):
                 pytest.fail(f"ComfyUI did not serve /object_info within {START_TIMEOUT_S} s.\n"
                             f"command: {' '.join(cmd)}\n--- log tail ---\n{server.log_tail()}")
             time.sleep(0.5)
+    except BaseException:
+        stop_comfy_server(server)
+        raise
+    return server
+
+
+def stop_comfy_server(server: ComfyServer) -> None:
+    proc = server.process
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A ComfyUI server on a free loopback port, with this repository loaded as custom node pack
+    `SwapForge` and private base/input/output/temp/user folders. Stopped after the session."""
+    if not COMFY_DIR:
+        pytest.skip("SWAPFORGE_COMFYUI_DIR is not set")
+    server = start_comfy_server(tmp_path_factory.mktemp("comfyui"))
+    try:
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_comfy_server(server)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,7 @@
 // the new /history entry. Prints one JSON object on stdout (the last line); progress goes to stderr.
 import fs from "node:fs";
 import path from "node:path";
-import { createRequire } from "node:module";
-
-const require = createRequire(import.meta.url);
+import { getJson, inEditor, runMain, sleep } from "./browser.mjs";
 
 function parseArgs(argv) {
   const args = { url: "", shots: "", queue: "", chromium: "/usr/bin/chromium", files: [],
@@ -39,20 +37,7 @@ function parseArgs(argv) {
   return args;
 }
 
-function loadPlaywright() {
-  const dir = process.env.SWAPFORGE_E2E_NODE_MODULES;
-  if (dir) return require(path.join(path.resolve(dir), "playwright-core"));
-  return require("playwright-core");
-}
-
 const log = (...a) => console.error("[editor_check]", ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function getJson(url) {
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`GET ${url}: HTTP ${r.status}`);
-  return r.json();
-}
 
 // Runs in the page: node boxes (title bar included) and the pairs that overlap.
 function graphLayout() {
@@ -84,44 +69,10 @@ function graphLayout() {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const { chromium } = loadPlaywright();
-  fs.mkdirSync(args.shots, { recursive: true });
-  const userDataDir = fs.mkdtempSync(path.join(args.shots, "chromium-profile-"));
-
-  // A fresh user folder makes the frontend show its first-run template browser; mark it done.
-  await fetch(`${args.url}/settings/Comfy.TutorialCompleted`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: "true",
-  }).catch(() => {});
-
   const result = { ok: false, url: args.url, shots_dir: args.shots, workflows: {}, console_errors: [],
                    page_errors: [], http_errors: [], frontend_version: null, queue: null };
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: args.chromium,
-    headless: true,
-    viewport: { width: 1600, height: 1000 },
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  try {
-    const page = context.pages()[0] ?? await context.newPage();
-    page.setDefaultTimeout(args.timeout);
-    page.on("console", (m) => {
-      if (m.type() === "error") result.console_errors.push(m.text().slice(0, 500));
-    });
-    page.on("pageerror", (e) => result.page_errors.push(String(e?.stack ?? e).slice(0, 800)));
-    page.on("response", (r) => {
-      if (r.status() >= 400) result.http_errors.push(`${r.status()} ${r.url()}`);
-    });
-
-    await page.goto(args.url + "/", { waitUntil: "domcontentloaded" });
-    await page.waitForFunction(
-      () => window.app && window.app.graph && window.app.canvas && window.LiteGraph &&
-            Object.keys(window.LiteGraph.registered_node_types || {}).length > 0,
-      null, { timeout: args.timeout });
-    // let extensions finish their setup (the default graph loads after app.setup)
-    await sleep(1500);
-    result.frontend_version = await page.evaluate(() =>
-      window.__COMFYUI_FRONTEND_VERSION__ ?? window.app?.ui?.settings?.version ?? null);
+  const opts = { url: args.url, shots: args.shots, chromium: args.chromium, timeout: args.timeout };
+  return inEditor(opts, result, async (page) => {
     const stats = await getJson(`${args.url}/system_stats`).catch(() => null);
     result.server = stats?.system ?? null;
 
@@ -195,7 +146,10 @@ async function main() {
           out.nodes[id] = info;
           if (!f) { out.problems.push(`node ${id} (${node.type}) is not in the file`); continue; }
           if (f.type !== node.type) out.problems.push(`node ${id}: type ${node.type}, file says ${f.type}`);
-          if (!registered || !def) out.problems.push(`node ${id}: type ${node.type} is not registered (placeholder)`);
+          // frontend-only nodes (Note, MarkdownNote, Reroute) are registered without a server nodeData
+          if (!registered || (!def && !node.isVirtualNode)) {
+            out.problems.push(`node ${id}: type ${node.type} is not registered (placeholder)`);
+          }
           if (node.has_errors) out.problems.push(`node ${id} (${node.type}) has_errors`);
           if (!eq(ser.widgets_values ?? [], f.widgets_values ?? [])) {
             out.problems.push(`node ${id} (${node.type}): widgets_values ${JSON.stringify(ser.widgets_values)}` +
@@ -293,17 +247,7 @@ async function main() {
       await page.screenshot({ path: shot });
       result.queue.screenshot = shot;
     }
-    result.ok = true;
-  } catch (e) {
-    result.error = String(e?.stack ?? e);
-  } finally {
-    await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  }
-  process.stdout.write(JSON.stringify(result) + "\n");
+  });
 }
 
-main().catch((e) => {
-  process.stdout.write(JSON.stringify({ ok: false, error: String(e?.stack ?? e) }) + "\n");
-  process.exit(1);
-});
+runMain(main);

@@ -1,6 +1,6 @@
 """The pack's UI workflows in the real ComfyUI editor (headless Chromium + playwright-core).
 
-`editor_check.mjs` opens the editor of the `comfy_server` fixture, loads every workflows/*.json with
+`editor_check.mjs` opens the editor of the `comfy_server` fixture, loads every example_workflows/*.json with
 `app.loadGraphData`, and reports missing node types, dialogs, widget values, slots, sizes, overlapping
 nodes and `app.graphToPrompt()`; then it queues classic_part_swap from the editor. These tests judge its
 JSON answer. They are skipped unless Chromium, node and playwright-core are there (tests/e2e/README.md):
@@ -12,7 +12,6 @@ JSON answer. They are skipped unless Chromium, node and playwright-core are ther
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -20,14 +19,14 @@ import subprocess
 
 import pytest
 
+from tools import workflow_dirs as wd
 from tools.workflow_check import strip_meta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SCRIPT = os.path.join(HERE, "editor_check.mjs")
 QUEUE_WORKFLOW = "classic_part_swap"
-UI_WORKFLOWS = sorted(p for p in glob.glob(os.path.join(ROOT, "workflows", "*.json"))
-                      if not p.endswith(".api.json"))
+UI_WORKFLOWS = wd.ui_workflows()
 
 
 def _chromium():
@@ -146,7 +145,7 @@ def test_editor_loads_workflow(editor_result, name):
 
 @pytest.mark.parametrize("name", _names())
 def test_editor_prompt_matches_api_twin(editor_result, name):
-    with open(os.path.join(ROOT, "workflows", f"{name}.api.json"), encoding="utf-8") as f:
+    with open(wd.api_path(name), encoding="utf-8") as f:
         api = json.load(f)
     prompt = editor_result["workflows"][name]["prompt"]
     got = normalize_editor_prompt(prompt, api)

@@ -1,4 +1,4 @@
-"""workflows/fuseanypart*.api.json (multi- and single-reference) end to end inside a real ComfyUI, with random full-size weights.
+"""example_workflows/api/fuseanypart*.api.json (multi- and single-reference) end to end inside a real ComfyUI, with random full-size weights.
 
 No real FuseAnyPart weights exist offline, so the `fap_models` fixture (conftest.py) writes random ones of
 the released architectures and key layouts (tests/e2e/fap_weights.py: fap.bin with the 9-channel SD1.5
@@ -17,7 +17,6 @@ Run: SWAPFORGE_COMFYUI_DIR=/work/comfyui SWAPFORGE_COMFYUI_PYTHON=/work/comfyui-
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -26,9 +25,11 @@ import time
 import numpy as np
 import pytest
 
-from .conftest import ROOT, queue_and_wait
+from tools import workflow_dirs as wd
 
-WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "fuseanypart*.api.json")))
+from .conftest import queue_and_wait
+
+WORKFLOWS = [p for p in wd.api_workflows() if os.path.basename(p).startswith("fuseanypart")]
 E2E_STEPS = 2
 RUN_TIMEOUT_S = 600  # about 160 s on the idle 2-core machine, 330 s when it is shared
 BORDER_PX = 16    # a frame border far from the face: must come back bit-identical

@@ -1,7 +1,6 @@
 """SwapForge inside a real ComfyUI server (skipped unless SWAPFORGE_COMFYUI_DIR is set)."""
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -9,14 +8,15 @@ import sys
 
 import pytest
 
+from tools import workflow_dirs as wd
+
 from .conftest import PACK_LINK_NAME, ROOT, queue_and_wait
 
 # Workflows that need model weights the bare server lacks run in their own files with generated random weights
 # of the right architecture: fuseanypart* (fap.bin, CLIP ViT-H, an SD1.5 VAE) in test_fap_workflow.py,
 # part_detector* (Grounding DINO, BERT, SAM) in test_part_detector_workflow.py.
 NEEDS_WEIGHTS = ("fuseanypart", "part_detector")
-WORKFLOWS = sorted(p for p in glob.glob(os.path.join(ROOT, "workflows", "*.api.json"))
-                   if not os.path.basename(p).startswith(NEEDS_WEIGHTS))
+WORKFLOWS = [p for p in wd.api_workflows() if not os.path.basename(p).startswith(NEEDS_WEIGHTS)]
 WORKFLOW_TIMEOUT_S = 300
 
 

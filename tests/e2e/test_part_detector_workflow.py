@@ -1,4 +1,4 @@
-"""workflows/part_detector_grounding_dino.api.json inside a real ComfyUI, with random weights in the official layouts.
+"""example_workflows/api/part_detector_grounding_dino.api.json inside a real ComfyUI, with random weights in the official layouts.
 
 No Grounding DINO, BERT or SAM weights exist offline, so the `part_models` fixture writes into the server's
 private models folder: a small SwinT-OGC-layout Grounding DINO checkpoint with seeded random weights (the
@@ -22,9 +22,11 @@ import sys
 import numpy as np
 import pytest
 
+from tools import workflow_dirs as wd
+
 from .conftest import ROOT, queue_and_wait
 
-WORKFLOW = os.path.join(ROOT, "workflows", "part_detector_grounding_dino.api.json")
+WORKFLOW = wd.api_path("part_detector_grounding_dino")
 
 
 @pytest.fixture(scope="module")

@@ -293,7 +293,8 @@ class SwapForgeGaussianFitter:
         with torch.no_grad():
             first = render_frame(avatar.field, avatar.renderer, rest[0].to(device), transforms[0].to(device),
                                  hslib.shift_K(track.K, x0, y0).to(device), track.extrinsics[0].to(device),
-                                 crop(bg)[0].to(device), crop(head)[0].to(device), None)
+                                 crop(bg)[0].to(device), crop(head)[0].to(device), None,
+                                 render_scale=float(avatar.config.get("render_scale", 1.0)))
         preview = img[:1].copy()
         preview[0, y0:y1, x0:x1] = first["display"].cpu().numpy()
         report = (f"{len(history)} step(s) on {T} frame(s) ({x1 - x0}x{y1 - y0} window), "

@@ -97,9 +97,9 @@ class SwapForgeHeadMask:
             "image": ("IMAGE", {"tooltip": "The frames (a video batch or one photo)."}),
             "faces": (FACES, {"tooltip": "Faces of these frames (Detect Faces, Track Faces): the tracked person, or "
                                          "face 0 of each frame."}),
-            "neck_line": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.5, "step": 0.01, "tooltip":
-                          "Where the mask ends below the chin, in face heights (eyes to chin). 0.1 keeps the neck "
-                          "out (the hole to remove in a target), 0.3 takes the neck (a source head)."}),
+            "neck_line": ("FLOAT", {"default": 0.2, "min": -0.5, "max": 1.5, "step": 0.01, "tooltip":
+                          "Where the mask ends below the chin, in face heights (eyes to chin). 0 keeps the target's "
+                          "neck (the hole to remove in a target), 0.2 takes the neck (a source head, M_head)."}),
             "hair": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip":
                      "How far above the brows hair may reach (1 = about one face height; raise for big hair)."}),
             "smoothing": ("INT", {"default": 2, "min": 0, "max": 10, "tooltip":
@@ -202,7 +202,7 @@ class SwapForgeSourceHeads:
         return {"required": {
             "face_model": (FACE_MODEL, {"tooltip": "Finds the face in each source photo."}),
             "source": ("IMAGE", {"tooltip": "Photos of the source person (a batch; each photo's largest face)."}),
-            "neck_line": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.5, "step": 0.01,
+            "neck_line": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.5, "step": 0.01,
                                     "tooltip": "Where the source head ends below the chin (face heights)."}),
             "hair": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                "tooltip": "Hair allowance above the brows (1 = about one face height)."}),

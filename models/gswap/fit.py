@@ -53,7 +53,7 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
                progress: Optional[Callable[[int, int, Optional[Tensor]], None]] = None, preview_every: int = 0,
                resume_from: Optional[Avatar] = None, surface_kind: str = "custom",
                backend: str = "auto", deterministic: bool = False, face_subset=None,
-               device=None) -> Tuple[Avatar, List[Dict[str, float]]]:
+               device=None, render_scale: float = 1.0) -> Tuple[Avatar, List[Dict[str, float]]]:
     """Fits an avatar to T frames of size H x W.
 
     Surface: faces [F, 3], uv [Vt, 2], uv_faces [F, 3]; rest_vertices [T, V, 3] or [V, 3]; transforms
@@ -73,7 +73,8 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
     Runs with gradients enabled even when called under torch.inference_mode (ComfyUI). deterministic: one
     intra-op CPU thread during the fit, restored afterwards (bit-reproducible; see the module docstring).
     face_subset: triangles that carry Gaussians (default all). device: torch device of the fit (default CPU);
-    the returned avatar lives there.
+    the returned avatar lives there. render_scale: the splatting scale (rerenderer.render_frame; 1 = the paper),
+    kept in the avatar's config so that it renders as it was trained (a resumed fit keeps its own).
     """
     threads = torch.get_num_threads()
     if deterministic:
@@ -82,7 +83,7 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
         return _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, fg_masks, head_masks,
                     backgrounds, target_frames, steps, seed, lrs, batch_frames, uv_resolution, init_opacity,
                     scale_factor, feature_std, perceptual, progress, preview_every, resume_from, surface_kind, backend,
-                    face_subset, torch.device("cpu") if device is None else torch.device(device))
+                    face_subset, torch.device("cpu") if device is None else torch.device(device), render_scale)
     finally:
         if deterministic:
             torch.set_num_threads(threads)
@@ -90,7 +91,7 @@ def fit_avatar(faces: Tensor, uv: Tensor, uv_faces: Tensor, rest_vertices: Tenso
 
 def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, fg_masks, head_masks, backgrounds,
          target_frames, steps, seed, lrs, batch_frames, uv_resolution, init_opacity, scale_factor, feature_std,
-         perceptual, progress, preview_every, resume_from, surface_kind, backend, face_subset, device):
+         perceptual, progress, preview_every, resume_from, surface_kind, backend, face_subset, device, render_scale):
     with torch.inference_mode(False), torch.enable_grad():
         T = int(torch.as_tensor(frames).shape[0])
         H, W = int(frames.shape[1]), int(frames.shape[2])
@@ -129,7 +130,7 @@ def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, f
                 renderer = GSwapRenderer(in_dim=field.features.shape[1] + field.temporal.shape[1])
             config = dict(uv_resolution=int(uv_resolution), init_opacity=float(init_opacity),
                           scale_factor=float(scale_factor), feature_std=float(feature_std), steps=int(steps),
-                          region="all" if face_subset is None else "subset")
+                          region="all" if face_subset is None else "subset", render_scale=float(render_scale))
         config.update(seed=int(seed), lrs=rates, batch_frames=int(batch_frames), height=H, width=W,
                       perceptual="lpips_vgg" if perceptual is not None else "laplacian_pyramid_l1")
         field.to(device).train()
@@ -153,9 +154,11 @@ def _fit(faces, uv, uv_faces, rest_vertices, transforms, Ks, viewmats, frames, f
 
         on = lambda x: x.to(device, non_blocking=True)  # noqa: E731  (frames stay on the CPU; one at a time moves)
 
+        scale = float(config.get("render_scale", 1.0))
+
         def render(t: int, frame_index: Optional[int]):
             return render_frame(field, renderer, on(rest_[t]), on(trans_[t]), on(Ks_[t]), on(views_[t]), on(bg_[t]),
-                                on(head_[t]), frame_index, backend=backend)
+                                on(head_[t]), frame_index, backend=backend, render_scale=scale)
 
         for step in range(1, int(steps) + 1):
             batch = []

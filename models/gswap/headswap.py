@@ -52,10 +52,13 @@ class HeadSwapConfig:
     neck only); smooth_radius: temporal mask smoothing (+- frames); crop_margin: padding of the crop window (of
     the frame's long side); scale_factor: initial Gaussian size in texels (small Gaussians overlap less: fewer
     pixel-Gaussian pairs, faster steps; the fit grows them where needed); deterministic: one CPU thread during the
-    fit (restored after)."""
-    neck_line: float = 0.3
-    hole_neck_line: float = 0.1
+    fit (restored after); render_scale: splatting scale of the avatar (rerenderer.render_frame), default 0.5 on a
+    CPU (fitted Gaussians are about 2 px wide at full size, so a half-size splat upsampled keeps nearly all of
+    the image at a quarter of the work) and 1 (the paper) elsewhere."""
+    neck_line: float = 0.2
+    hole_neck_line: float = 0.0
     scale_factor: float = 0.5
+    render_scale: Optional[float] = None
     hair: float = 1.0
     colour: float = 0.6
     track_iters: int = 300
@@ -179,7 +182,8 @@ def render_clip(avatar, surface: BodySurface, track: BodyTrack, backgrounds: np.
             out = render_frame(avatar.field, avatar.renderer, rest[0].to(dev), trans[0].to(dev), K.to(dev),
                                track.extrinsics[t].to(dev),
                                torch.from_numpy(np.ascontiguousarray(backgrounds[t, y0:y1, x0:x1])).to(dev),
-                               torch.from_numpy(np.ascontiguousarray(m_head[t, y0:y1, x0:x1])).to(dev), None)
+                               torch.from_numpy(np.ascontiguousarray(m_head[t, y0:y1, x0:x1])).to(dev), None,
+                               render_scale=float(avatar.config.get("render_scale", 1.0)))
             imgs[t] = out["display"].cpu().numpy()
             fores[t] = out["m_fore"].cpu().numpy()
             if progress is not None:
@@ -259,6 +263,7 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
         crop(i_gen), crop(a_gen), crop(m_head), crop(backgrounds), target_frames=crop(frames),
         steps=cfg.fit_steps, seed=cfg.seed, batch_frames=cfg.batch_frames, uv_resolution=cfg.uv_resolution,
         perceptual=perceptual, surface_kind=surface.name, scale_factor=cfg.scale_factor, device=device,
+        render_scale=cfg.render_scale or (1.0 if torch.device(device or "cpu").type == "cuda" else 0.5),
         face_subset=surface.head_faces() & facing_faces(surface, rest, trans, retrack.extrinsics),
         deterministic=cfg.deterministic, progress=lambda s, n, pv: p("fit", s, n))
     secs["fit"] = time.perf_counter() - t0

@@ -108,19 +108,35 @@ class GSwapRenderer(nn.Module):
 
 def render_frame(field, renderer: GSwapRenderer, rest_vertices: Tensor, transforms: Tensor, K: Tensor,
                  viewmat: Tensor, background: Tensor, head_mask: Tensor, frame_index: Optional[int] = None,
-                 backend: str = "auto") -> Dict[str, Tensor]:
+                 backend: str = "auto", render_scale: float = 1.0) -> Dict[str, Tensor]:
     """One frame through the whole pipeline (steps 4-6).
 
     field: NeuralGaussianField; rest_vertices [V, 3], transforms [V, 3, 4]; K [3, 3]; viewmat [4, 4]
     (world->camera, OpenCV); background [H, W, 3] inpainted target background in 0..1; head_mask [H, W];
     frame_index: training frame (c_t) or None (c_1, inference).
+    render_scale: the Gaussians are splatted at this fraction of the frame's size (K scaled with it) and phi_fore
+    and A_out are resized bilinearly to the frame before E_bg, the fusion and U, which run at full size. 1 = the
+    paper. Below 1 it is a speed setting for the CPU rasteriser (its work falls with the square of the scale);
+    a fitted avatar renders as it was trained, so keep the scale of its fit (Avatar.config["render_scale"]).
     Returns image [H, W, 3] (U's ReLU output, unclamped: what the losses see), display [H, W, 3] (clamped to
     0..1), alpha [H, W] (A_out), m_fore [H, W], phi_fore [H, W, 8] (the splat of the reduced features).
     """
     H, W = background.shape[:2]
     g = field(rest_vertices, transforms, frame_index)
-    feat, alpha = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], renderer.reducer(g["features"]),
-                            viewmat.to(g["means"]), K.to(g["means"]), W, H, backend=backend)
+    s = float(render_scale)
+    if s != 1.0:
+        h, w = max(1, int(round(H * s))), max(1, int(round(W * s)))
+        Ks = K.clone().to(g["means"])
+        Ks[0] *= w / W  # pixel centres at (x + 0.5): scaling fx, cx (and fy, cy) by the size ratio maps them
+        Ks[1] *= h / H
+        feat, alpha = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], renderer.reducer(g["features"]),
+                                viewmat.to(g["means"]), Ks, w, h, backend=backend)
+        both = torch.cat([feat, alpha], -1).permute(2, 0, 1)[None]
+        both = F.interpolate(both, size=(H, W), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        feat, alpha = both[..., :-1], both[..., -1:]
+    else:
+        feat, alpha = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], renderer.reducer(g["features"]),
+                                viewmat.to(g["means"]), K.to(g["means"]), W, H, backend=backend)
     bg = background.to(feat).permute(2, 0, 1)[None]
     out = renderer(feat.permute(2, 0, 1)[None], alpha.permute(2, 0, 1)[None], head_mask.to(feat)[None, None], bg)
     image = out["image"][0].permute(1, 2, 0)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_torch_file
 from . import checkpoints, clip_inputs
 from .dataset import FacePartsDataset, collate
 from .fusion import PARTS, fuse_grids
@@ -386,7 +387,7 @@ class FapTrainer:
                 "torch_rng": torch.get_rng_state(), "losses": list(self.losses), "config": asdict(self.cfg)}
 
     def load(self, path: str) -> None:
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        st = load_torch_file(path)  # tensors and plain values only: a checkpoint cannot run code
         core = self.core
         core.mlp.load_state_dict(st["model"]["mlp"])
         core.projectors.load_state_dict(st["model"]["projectors"])

@@ -65,6 +65,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..safe_load import load_torch_file
+
 LICENCE = "Apache-2.0"
 SOURCE = ("the IDEA-Research/GroundingDINO GitHub releases (groundingdino_swint_ogc.pth, "
           "groundingdino_swinb_cogcoor.pth) or the hub repository ShilongLiu/GroundingDINO")
@@ -593,7 +595,7 @@ def _read_checkpoint(path: str) -> Dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             obj = load_file(path, device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_torch_file(path)
     except Exception as exc:  # truncated zip, bad pickle, bad header, ...
         size = os.path.getsize(path)
         raise ValueError(
@@ -645,7 +647,7 @@ def _bert_weights_from_folder(bert_dir: str, checkpoint_path: str) -> Dict[str, 
                     from safetensors.torch import load_file
                     raw = load_file(path, device="cpu")
                 else:
-                    raw = torch.load(path, map_location="cpu", weights_only=True)
+                    raw = load_torch_file(path)
             except Exception as exc:
                 raise ValueError(f"SwapForge Grounding DINO: could not read BERT weights {path}: {exc}. "
                                  f"Download them again from {BERT_SOURCE}.") from exc

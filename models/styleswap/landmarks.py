@@ -24,6 +24,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..safe_load import load_torch_file
+
 N_POINTS = 19  # AFLW-19
 
 
@@ -124,7 +126,7 @@ def load_landmarks(path_or_state, **config) -> HeatmapLandmarks:
             from safetensors.torch import load_file
             state = load_file(path)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
     stored = {}
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         stored = dict(state.get("config") or {})

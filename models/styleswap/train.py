@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..safe_load import load_torch_file
 from . import losses
 from .discriminator import MultiScaleDiscriminator
 
@@ -287,7 +288,11 @@ def set_train_modes(swapper: nn.Module, stage: int) -> None:
 
 # ---------------------------------------------------------------------- checkpoints
 def _rng_state(gen: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG state, in types torch.load(weights_only=True) reads back (numpy's key array as a tensor)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (str(name), torch.from_numpy(np.array(keys, np.int64)), int(pos), int(has_gauss),
+                       float(cached)),
              "sampler": gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -297,7 +302,8 @@ def _rng_state(gen: torch.Generator) -> dict:
 def _set_rng_state(state: dict, gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, np.int64).astype(np.uint32), pos, has_gauss, cached))
     gen.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -395,7 +401,7 @@ def train(cfg: TrainConfig, swapper=None, discriminator=None, id_model=None, lm_
         if path is None:
             raise FileNotFoundError(f"SwapForge train: --resume but no {CKPT_PATTERN} in {cfg.out}. Start without "
                                     f"--resume, or point --out at the run to continue.")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_file(path)  # tensors and plain values only: a checkpoint cannot run code
         if state.get("swapper_config") != swapper.config:
             raise ValueError(f"SwapForge train: {path} holds a swapper with config {state.get('swapper_config')} "
                              f"but this run builds {swapper.config}. Resume with the same --size/--tiny/--init "

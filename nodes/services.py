@@ -6,22 +6,37 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 log = logging.getLogger("SwapForge")
 
+folder_paths = None
+_mm = None
+_cu = None
+HAS_COMFY = False
+#: The traceback of a failed import of ComfyUI's modules (None: not inside ComfyUI, or all imported).
+COMFY_IMPORT_ERROR: Optional[str] = None
 try:  # inside a ComfyUI server
     import folder_paths  # type: ignore
     import comfy.model_management as _mm  # type: ignore
     import comfy.utils as _cu  # type: ignore
     HAS_COMFY = True
-except Exception:  # plain Python: tests, scripts
-    folder_paths = None
-    _mm = None
-    _cu = None
-    HAS_COMFY = False
+except ModuleNotFoundError as _e:
+    if _e.name != "folder_paths":  # ComfyUI is there (or half there) but one of its modules is missing
+        COMFY_IMPORT_ERROR = traceback.format_exc()
+except Exception:  # a ComfyUI module raised while importing
+    COMFY_IMPORT_ERROR = traceback.format_exc()
+if not HAS_COMFY:
+    folder_paths = _mm = _cu = None
+    if COMFY_IMPORT_ERROR is not None:  # loud, once (this module is imported once per process)
+        log.error("SwapForge: ComfyUI's own modules (folder_paths, comfy.model_management, comfy.utils) failed to "
+                  "import:\n%s\nSwapForge falls back to its plain-Python services: models are looked for under "
+                  "$SWAPFORGE_MODELS_DIR or ./models instead of ComfyUI's folders, everything runs on the CPU, "
+                  "and there is no progress bar or cancel. Fix the ComfyUI installation (the error above names the "
+                  "module) and restart ComfyUI.", COMFY_IMPORT_ERROR.rstrip())
 
 # SwapForge's own folders, relative to ComfyUI's models dir. Core keys are reused where the file is the
 # same kind (insightface packs live where every insightface-based pack keeps them).

@@ -27,6 +27,10 @@ STYLE = "SWAPFORGE_STYLE"
 ANY_ENCODER = f"{SWAPPER},{ENCODER}"
 ANY_DECODER = f"{SWAPPER},{STYLEGAN2}"
 PSP_EXTS = (".pt", ".pth")
+#: The StyleSwap Loader's only choice while models/swapforge/styleswap holds no swapper: picking it (the default)
+#: gives the pack's message (the folder, how to train or compose one) instead of ComfyUI's bare
+#: "Value not in list: ... not in []".
+NO_SWAPPER = "(no swapper in models/swapforge/styleswap: run to see how to make one)"
 STYLEGAN_EXTS = (".pt", ".pth", ".safetensors")
 
 
@@ -57,11 +61,13 @@ class SwapForgeStyleSwapLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"swapper_name": (services.list_files("swapforge_styleswap", (".safetensors",)), {
-            "tooltip": "A swapper .safetensors (format swapforge_styleswap_v1) in models/swapforge/styleswap."})}}
+        files = services.list_files("swapforge_styleswap", (".safetensors",)) or [NO_SWAPPER]
+        return {"required": {"swapper_name": (files, {
+            "tooltip": "A swapper .safetensors (format swapforge_styleswap_v1) in models/swapforge/styleswap. No "
+                       "public weights exist: train one, or compose one from pSp + StyleGAN2 (the node says how)."})}}
 
     def load(self, swapper_name):
-        path = services.full_path("swapforge_styleswap", swapper_name)
+        path = None if swapper_name == NO_SWAPPER else services.full_path("swapforge_styleswap", swapper_name)
         if path is None:
             raise FileNotFoundError(checkpoints.missing_swapper_message(
                 f"{swapper_name} (looked in {services.folder_paths_for('swapforge_styleswap')})"))

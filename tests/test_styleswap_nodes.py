@@ -159,3 +159,31 @@ def test_union_inputs_take_a_bare_encoder_or_generator_and_reject_other_models(N
         N["SwapForge_StyleDecoder"]().decode(module.decoder, code, True, 1)
     with pytest.raises(TypeError, match="expected a Swapper"):
         N["SwapForge_StyleBlend"]().blend(enc, code, code, 0.0, True)
+
+
+def test_empty_swapper_folder_offers_a_placeholder_whose_load_says_how_to_train_or_compose(N, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("SWAPFORGE_MODELS_DIR", str(tmp_path))     # no swapper anywhere
+    node_mod = sys.modules["swapforge.nodes.styleswap"]
+    choices, opts = N["SwapForge_StyleSwapLoader"].INPUT_TYPES()["required"]["swapper_name"]
+    assert choices == [node_mod.NO_SWAPPER]                       # ComfyUI validates it: the node runs
+    with pytest.raises(FileNotFoundError) as e:
+        N["SwapForge_StyleSwapLoader"]().load(choices[0])
+    msg = str(e.value)
+    assert "swapforge/styleswap" in msg and "python -m models.styleswap.train" in msg
+    assert "python -m models.styleswap.checkpoints --stylegan2" in msg
+
+
+def test_compose_command_writes_a_swapper_the_loader_reads(tmp_path, capsys):
+    from test_swapper import tiny_swapper
+    from models.styleswap import checkpoints
+
+    gen = tiny_swapper(seed=3).decoder
+    g_path = tmp_path / "g.pt"
+    torch.save({"g_ema": gen.state_dict()}, g_path)
+    out = tmp_path / "composed.safetensors"
+    checkpoints.main(["--stylegan2", str(g_path), "--out", str(out)])
+    sw = checkpoints.load_swapper(str(out))
+    assert "wrote" in capsys.readouterr().out
+    for k, v in gen.state_dict().items():
+        assert torch.equal(sw.decoder.state_dict()[k], v), k

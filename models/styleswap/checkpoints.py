@@ -40,8 +40,11 @@ def _short(names: Sequence[str], n: int = 12) -> str:
 def missing_swapper_message(path: str) -> str:
     return (f"SwapForge: no StyleSwap swapper file at {path}. Expected a .safetensors swapper checkpoint in "
             f"{WEIGHTS_FOLDER}. No public weights exist for this paper (High-Fidelity Face Swapping with Style "
-            f"Blending, arXiv 2312.10843): train one with the pack's trainer `python -m models.styleswap.train` "
-            f"and put the file there, then refresh the node.")
+            f"Blending, arXiv 2312.10843): train one with the pack's trainer `python -m models.styleswap.train`, "
+            f"or compose a starting point from a rosinality StyleGAN2 generator and a pSp/e4e encoder with "
+            f"`python -m models.styleswap.checkpoints --stylegan2 stylegan2-ffhq-config-f.pt --psp "
+            f"psp_ffhq_encode.pt --out {WEIGHTS_FOLDER}/composed.safetensors`; put the file there, then refresh "
+            f"the node.")
 
 
 def save_swapper(swapper: Swapper, path: str, extra_metadata: Optional[Mapping[str, str]] = None) -> None:
@@ -220,3 +223,25 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
                      "latent_avg." if gen_avg is not None else "Encoder: randomly initialised (paper split).")
     notes.append("Train it with `python -m models.styleswap.train` before expecting swaps.")
     return swapper.eval(), " ".join(notes)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m models.styleswap.checkpoints --stylegan2 G.pt [--psp E.pt] --out swapper.safetensors``:
+    compose a swapper (:func:`swapper_from_parts`) and save it where the StyleSwap Loader lists it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m models.styleswap.checkpoints",
+                                 description="Compose a StyleSwap swapper from public parts and save it.")
+    ap.add_argument("--stylegan2", required=True, help="rosinality StyleGAN2 checkpoint (stylegan2-ffhq-config-f.pt)")
+    ap.add_argument("--psp", default=None, help="pSp/e4e encoder (psp_ffhq_encode.pt); omit for a random encoder")
+    ap.add_argument("--out", required=True, help=f"the .safetensors to write (the loader reads {WEIGHTS_FOLDER})")
+    args = ap.parse_args(argv)
+    swapper, notes = swapper_from_parts(args.psp, args.stylegan2)
+    save_swapper(swapper, args.out, extra_metadata={"composed_from": " + ".join(
+        os.path.basename(p) for p in (args.psp, args.stylegan2) if p)})
+    print(notes)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -92,6 +92,7 @@ def load_swapper(path: str) -> Swapper:
                          f"with their own loaders.")
     try:
         config = json.loads(meta.get("config", ""))
+        config.setdefault("sbm_blend_prior", False)   # files from before the prior existed: eq. 2 as trained
         swapper = Swapper(**config)
     except Exception as exc:
         raise ValueError(f"SwapForge: the config stored in {path} does not describe a swapper this pack can build "
@@ -189,7 +190,9 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
     * encoder: the pSp / e4e encoder of ``psp_path`` (split 3/4/11, its latent_avg folded into the head
       biases), or, with ``psp_path=None``, a randomly initialised encoder with the paper's 6/6/6 split
       whose codes start at the generator's latent_avg (pSp's start_from_latent_avg), to be trained;
-    * SBM: randomly initialised (torch seed ``seed``) — untrained, so the blend is not yet a face swap;
+    * SBM: attention randomly initialised (torch seed ``seed``) and started as the layer-wise blend
+      (``sbm.StyleBlendingModule.init_layerwise_blend``): the target's coarse styles (pose), the source's
+      middle styles (identity), the target's fine styles (colour, light), so it swaps before any training;
     * shortcut: zero-initialised, so the decoder is the plain generator until trained.
     The warning text says which parts are untrained; show it to the user.
     """
@@ -210,8 +213,9 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
                       shortcut_resolutions=shortcut_resolutions,
                       encoder_kind=encoder.kind if encoder is not None else "psp")
     swapper.decoder.load_state_dict(gen.state_dict(), strict=True)
-    notes = ["SwapForge: this swapper was composed from parts. The Style Blending Module is randomly "
-             "initialised (untrained): its blend of source and target codes is not a face swap yet.",
+    notes = ["SwapForge: this swapper was composed from parts. Its Style Blending Module is untrained and starts "
+             "as the layer-wise blend: the target's coarse styles (rows 0-3, pose), the source's middle styles "
+             "(rows 4-7, identity) and the target's fine styles (rows 8 and up, colour and light).",
              "The target-feature shortcut is zero-initialised (inactive until trained)."]
     if encoder is not None:
         swapper.encoder.load_state_dict(encoder.state_dict(), strict=True)
@@ -221,7 +225,7 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
         fold_latent_avg(swapper.encoder, gen_avg)
         notes.append("Encoder: randomly initialised (paper split); its codes start at the generator's "
                      "latent_avg." if gen_avg is not None else "Encoder: randomly initialised (paper split).")
-    notes.append("Train it with `python -m models.styleswap.train` before expecting swaps.")
+    notes.append("Train it with `python -m models.styleswap.train` for the paper's learned blend.")
     return swapper.eval(), " ".join(notes)
 
 

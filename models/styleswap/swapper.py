@@ -66,6 +66,9 @@ class Swapper(nn.Module):
         encoder_input_size: the square size faces are resized to for the encoder (256: pSp's, needed
             for its weights; a smaller power of two >= 32 makes a cheaper encoder). Configs saved
             before this option existed load with 256.
+        sbm_blend_prior: give the SBM its per-element prior and start it as the layer-wise blend (target
+            coarse, source middle, target fine styles; :mod:`.sbm`), so an untrained swapper already swaps.
+            Configs saved before this option existed load without it (their SBM is eq. 2 as trained).
 
     ``config`` holds every constructor argument (JSON-serialisable): ``Swapper(**swapper.config)``
     rebuilds the architecture (see :mod:`.checkpoints`).
@@ -75,7 +78,7 @@ class Swapper(nn.Module):
                  generator_channels: Optional[Mapping] = None, encoder_channels: int = 64,
                  sbm_layers: int = 4, sbm_heads: int = 8, split: Optional[Sequence[int]] = None,
                  shortcut_resolutions: Optional[Sequence[int]] = None, encoder_kind: str = "psp",
-                 encoder_input_size: int = INPUT_SIZE):
+                 encoder_input_size: int = INPUT_SIZE, sbm_blend_prior: bool = True):
         super().__init__()
         gen_channels = None if generator_channels is None else {
             int(r): int(c) for r, c in dict(generator_channels).items()}
@@ -85,7 +88,9 @@ class Swapper(nn.Module):
         levels = pyramid_levels(encoder_input_size)
         self.encoder = StyleEncoder(split, n_styles, style_dim, encoder_channels, kind=encoder_kind,
                                     input_size=encoder_input_size)
-        self.sbm = StyleBlendingModule(style_dim, n_styles, sbm_layers, sbm_heads)
+        self.sbm = StyleBlendingModule(style_dim, n_styles, sbm_layers, sbm_heads, blend_prior=sbm_blend_prior)
+        if sbm_blend_prior:  # a fresh swapper already swaps: the layer-wise blend (sbm.py), training starts there
+            self.sbm.init_layerwise_blend()
         wanted = list(levels) if shortcut_resolutions is None else [int(r) for r in shortcut_resolutions]
         bad = [r for r in wanted if r not in levels]
         if bad:
@@ -108,7 +113,7 @@ class Swapper(nn.Module):
             generator_channels=None if gen_channels is None else {str(r): c for r, c in sorted(gen_channels.items())},
             encoder_channels=int(encoder_channels), sbm_layers=int(sbm_layers), sbm_heads=int(sbm_heads),
             split=list(split), shortcut_resolutions=sorted(set(wanted)), encoder_kind=str(encoder_kind),
-            encoder_input_size=int(encoder_input_size))
+            encoder_input_size=int(encoder_input_size), sbm_blend_prior=bool(sbm_blend_prior))
 
     # ------------------------------------------------------------------ the three stages
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:

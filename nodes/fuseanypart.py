@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.face.identity import person_label, person_per_frame
 from ..models.fuseanypart import clip_inputs, fusion, pipeline
 from . import services
 from .common import PARTS, PARTS_TYPE, progress
@@ -20,15 +21,17 @@ FAP_EXTS = (".bin", ".safetensors", ".sft")
 
 
 def _boxes_of(partset, face_index: int, what: str):
-    """One part-box dict per frame: the face `face_index` of each frame (error naming frames without it)."""
+    """One part-box dict per frame: one person's face in each frame (identity.person_per_frame: the track
+    with that id after Track Faces, else face `face_index` of each frame); an error names frames without it."""
     out, missing = [], []
-    for i, faces in enumerate(partset.frames):
-        if face_index < len(faces):
-            out.append(faces[face_index].as_dict())
+    for i, (faces, k) in enumerate(zip(partset.frames, person_per_frame(partset, face_index))):
+        if k is not None:
+            out.append(faces[k].as_dict())
         else:
             missing.append(i)
     if missing:
-        raise ValueError(f"SwapForge FuseAnyPart: the {what} has no face {face_index} in frame(s) {missing}. "
+        raise ValueError(f"SwapForge FuseAnyPart: the {what} has no {person_label(partset, face_index)} in frame(s) "
+                         f"{missing}. "
                          "FuseAnyPart needs a face in every target crop: select the frames with a face, or use "
                          "Align & Crop's crops (one face each).")
     return out

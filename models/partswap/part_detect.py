@@ -220,7 +220,8 @@ def detect_parts(frames: np.ndarray, faceset: FaceSet, detector=None, prompts: O
         if on_frame is not None:
             on_frame()
     source = "grounding_dino" if detector is not None else "landmarks"
-    return PartSet(frames=out_frames, frame_size=size, source=source), report
+    return PartSet(frames=out_frames, frame_size=size, source=source,
+                   track_ids=[ff.track_ids.copy() for ff in faceset.frames]), report
 
 
 def check_mask_mode(mode: str, refiner) -> None:

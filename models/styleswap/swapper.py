@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..face import align, paste
+from ..face.identity import person_label, person_per_frame
 from ..face.records import Crop, CropSet, FaceSet, FrameFaces
 from .encoder import INPUT_SIZE, StyleEncoder, pyramid_levels
 from .sbm import StyleBlendingModule
@@ -368,16 +369,17 @@ class SwapResult:
     status: List[str] = field(default_factory=list)
 
 
-def _pick(frame: FrameFaces, face_index: int) -> Tuple[FrameFaces, str]:
-    """The faces of one frame to swap, and its status text."""
+def _pick(frame: FrameFaces, face_index: int, k: Optional[int], who: str) -> Tuple[FrameFaces, str]:
+    """The faces of one frame to swap, and its status text. face_index -1: every face; else k is the index of
+    the chosen person's face in this frame (identity.person_per_frame) or None, and ``who`` names the person."""
     if len(frame) == 0:
         return frame, "no face: passed through unchanged"
     if face_index < 0:
         picked, text = frame, f"swapped {len(frame)} face(s)"
-    elif face_index >= len(frame):
-        return frame.take([]), (f"no face {face_index} ({len(frame)} face(s) found): passed through unchanged")
+    elif k is None:
+        return frame.take([]), (f"no {who} ({len(frame)} face(s) found): passed through unchanged")
     else:
-        picked, text = frame.take([face_index]), f"swapped face {face_index}"
+        picked, text = frame.take([k]), f"swapped {who}" + (f" (face {k} here)" if who != f"face {k}" else "")
     n_interp = int(np.count_nonzero(picked.interpolated))
     if n_interp:
         text += f" ({n_interp} filled in by the tracker, not detected)"
@@ -390,7 +392,9 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
                progress: Progress = None) -> SwapResult:
     """Swap the source into every frame of an image or video batch.
 
-    frames [B, H, W, 3] 0..1 with their faces (one FrameFaces per frame). Per chunk of
+    frames [B, H, W, 3] 0..1 with their faces (one FrameFaces per frame). ``face_index`` picks one person
+    with ``identity.person_per_frame``: on tracked faces (Track Faces) the track with that id in every frame,
+    else face ``face_index`` of each frame; -1 swaps every face. Per chunk of
     ``frames_per_chunk`` frames (bounds the memory of crops and activations): FFHQ Align & Crop at
     ``crop_size`` (``align.align_crop``), :func:`swap_crops` on the faces (face ``face_index`` of each
     frame, -1: all), Paste Back through the face-hull masks (``paste.paste_back``: erode, feather,
@@ -400,7 +404,10 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
     frames = np.asarray(frames, np.float32)
     b, h, w = frames.shape[:3]
     faces.check_batch(b, "target")
-    picked = [_pick(f, int(face_index)) for f in faces.frames]
+    face_index = int(face_index)
+    ks = person_per_frame(faces, face_index) if face_index >= 0 else [None] * b
+    who = person_label(faces, face_index) if face_index >= 0 else ""
+    picked = [_pick(f, face_index, k, who) for f, k in zip(faces.frames, ks)]
     sel = faces.with_frames([p[0] for p in picked])
     status = [f"frame {i}: {p[1]}" for i, p in enumerate(picked)]
     out = np.empty_like(frames)

@@ -213,7 +213,8 @@ class SwapForgeFaceSwap:
     RETURN_NAMES = ("image", "mask", "crops", "crop_info", "status")
     OUTPUT_TOOLTIPS = ("The frames with the face swapped (frames without a face unchanged).",
                        "Where each frame was changed (the feathered paste mask).",
-                       "The swapped aligned crops (placeholders for frames without a face).",
+                       "The swapped aligned crops at the swapper's output size (256 for the paper's model; Paste "
+                       "Back resizes them), placeholders for frames without a face.",
                        "The crop record, for Paste Back with other settings.",
                        "One line per frame: swapped, or why not; and the source photos used.")
     FUNCTION = "swap"

@@ -94,7 +94,7 @@ def test_face_swap_keeps_twelve_frames_and_passes_faceless_frames_through(N, fm,
         target_faces=clip_faces)
     assert steps == [(i, 12) for i in range(1, 13)]  # one progress step (and interrupt check) per frame
     assert out.shape == clip.shape and out.dtype == torch.float32 and mask.shape == clip.shape[:3]
-    assert crops.shape == (12, 256, 256, 3) and len(info) == 12 and info.num_frames == 12
+    assert crops.shape == (12, 32, 32, 3) and len(info) == 12 and info.num_frames == 12  # the swapper's size
     assert [c.frame_index for c in info.crops] == list(range(12))
     assert [c.valid for c in info.crops] == [i not in NO_FACE for i in range(12)]
     lines = status.splitlines()
@@ -187,3 +187,27 @@ def test_compose_command_writes_a_swapper_the_loader_reads(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     for k, v in gen.state_dict().items():
         assert torch.equal(sw.decoder.state_dict()[k], v), k
+
+
+def test_face_swap_streams_its_crops_instead_of_keeping_every_crop_size_crop(swapper, clip, clip_faces):
+    """The crop_size crops live one chunk at a time; what is kept is one swapper-size crop per frame. Measured
+    with tracemalloc (numpy and OpenCV arrays; torch's own buffers are not traced): 12 crops at 1024 px would
+    be 151 MB (twice that while concatenated)."""
+    import tracemalloc
+
+    from models.styleswap import swapper as sw
+
+    module = swapper.load()
+    frames = clip.numpy()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        res = sw.swap_faces(module, torch.zeros(1, module.n_styles, module.style_dim), frames, clip_faces,
+                            crop_size=1024, frames_per_chunk=1)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    crop_mb = 1024 * 1024 * 3 * 4 / 2 ** 20
+    assert res.crops.shape == (12, 32, 32, 3) and res.cropset.crops[0].size == 1024
+    # measured: 91 MB here (342 MB when every 1024 px crop was kept and concatenated)
+    assert peak < 2 * frames.nbytes + 8 * crop_mb * 2 ** 20, peak / 2 ** 20

@@ -359,8 +359,9 @@ def swap_crops(swapper: "Swapper", source_w: torch.Tensor, target_crops: np.ndar
 @dataclass
 class SwapResult:
     """What :func:`swap_faces` returns: frames [B, H, W, 3], mask [B, H, W] (where pixels changed),
-    crops [N, S, S, 3] (the swapped crops; placeholders for faceless frames), cropset (their record, for
-    Paste Back), status (one line per frame)."""
+    crops [N, s, s, 3] (the swapped crops at s = min(crop_size, the swapper's output size); placeholders for
+    faceless frames), cropset (their record, for Paste Back, which resizes them to crop_size), status (one
+    line per frame)."""
 
     frames: np.ndarray
     mask: np.ndarray
@@ -399,6 +400,7 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
     ``crop_size`` (``align.align_crop``), :func:`swap_crops` on the faces (face ``face_index`` of each
     frame, -1: all), Paste Back through the face-hull masks (``paste.paste_back``: erode, feather,
     color_match). Frames without that face pass through bit-identical and say so in ``status``.
+    Memory: the crop_size crops exist one chunk at a time; only the swapper-size copies are kept.
     progress() once per frame (after its chunk is pasted), so interrupts are seen between chunks.
     """
     frames = np.asarray(frames, np.float32)
@@ -412,7 +414,11 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
     status = [f"frame {i}: {p[1]}" for i, p in enumerate(picked)]
     out = np.empty_like(frames)
     mask = np.zeros((b, h, w), np.float32)
-    all_crops, records = [], []
+    # The crops come back at the swapper's own size (no more detail exists; Paste Back resizes), written into
+    # one array as each chunk finishes: the crop_size crops live one chunk at a time (a 1024 px crop is 12 MB).
+    keep = min(int(crop_size), int(swapper.size))
+    kept = np.empty((sum(max(len(f), 1) for f in sel.frames), keep, keep, 3), np.float32)
+    n, records = 0, []
     chunk = max(int(frames_per_chunk), 1)
     for a in range(0, b, chunk):
         z = min(a + chunk, b)
@@ -423,11 +429,22 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
             swapped, _ = swap_crops(swapper, source_w, crops[valid], strength, batch=chunk)
             crops[valid] = swapped
         out[a:z], mask[a:z] = paste.paste_back(frames[a:z], crops, info, masks, erode, feather, color_match)
-        all_crops.append(crops)
+        kept[n:n + len(crops)] = _shrink(crops, keep)
+        n += len(crops)
         records += [Crop(c.frame_index + a, c.face_index, c.affine, c.size, c.track_id, c.valid)
                     for c in info.crops]
+        del crops, masks
         if progress is not None:
             for _ in range(a, z):
                 progress()
     cropset = CropSet(records, (h, w), b, "ffhq")
-    return SwapResult(out, mask, np.concatenate(all_crops), cropset, status)
+    return SwapResult(out, mask, kept, cropset, status)
+
+
+def _shrink(crops: np.ndarray, size: int) -> np.ndarray:
+    """Square crops [N, S, S, 3] at size x size (cv2 INTER_AREA; unchanged when S == size)."""
+    if crops.shape[1] == size:
+        return crops
+    import cv2
+
+    return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])

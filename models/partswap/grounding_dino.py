@@ -56,6 +56,7 @@ Swin shrinks its window while the official Swin pads; outputs then differ.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -519,6 +520,7 @@ class GroundingDino:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.variant = variant
+        self.text_encodings = 0  # text-encoder runs inside text_cache blocks (how often a caption was encoded)
 
     @property
     def device(self) -> torch.device:
@@ -534,6 +536,37 @@ class GroundingDino:
         if kwargs:
             self.model.to(**kwargs)
         return self
+
+    @contextlib.contextmanager
+    def text_cache(self):
+        """Within the block, the BERT text encoder runs once per distinct caption: the Part Detector asks about
+        the same prompt for every face of every frame, and only the image side changes. The encoder's output
+        for a caption is kept (keyed by its token ids, masks and positions, compared exactly) and handed back
+        for the same caption; leaving the block drops it. Outputs are the same numbers as without the cache."""
+        backbone = getattr(getattr(self.model, "model", None), "text_backbone", None)
+        if backbone is None:  # an unexpected transformers layout: run uncached
+            yield self
+            return
+        run = backbone.forward
+        hits: list = []  # (tensor arguments, other arguments, output) per caption seen
+
+        def cached(*args, **kwargs):
+            key = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+            plain = tuple(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, torch.Tensor)))
+            for k_args, k_plain, out in hits:
+                if k_plain == plain and len(k_args) == len(key) and all(
+                        a.shape == b.shape and a.device == b.device and torch.equal(a, b) for a, b in zip(k_args, key)):
+                    return out
+            out = run(*args, **kwargs)
+            hits.append(([a.clone() for a in key], plain, out))
+            self.text_encodings += 1
+            return out
+
+        backbone.forward = cached
+        try:
+            yield self
+        finally:
+            del backbone.forward  # back to the class's forward
 
     @torch.no_grad()
     def forward_raw(self, pixel_values: torch.Tensor, caption: str):

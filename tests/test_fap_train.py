@@ -162,3 +162,17 @@ def test_loss_drops_export_reloads_and_resume_is_bit_identical(dataset, tmp_path
     sa, sb = a.core.state_dict(), b.core.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def test_clip_inputs_get_the_authors_256_px_resize_like_the_nodes(dataset, monkeypatch):
+    from models.fuseanypart import clip_inputs
+
+    sizes = []
+    real = clip_inputs.authors_resize
+    monkeypatch.setattr(clip_inputs, "authors_resize", lambda x, size=256: (sizes.append((len(x), size)), real(x, size))[1])
+    tr = FapTrainer(_cfg(), dataset)
+    tr.prepare_inputs(tr.next_batch())
+    assert sizes == [(8, 256)]                     # target + 3 references, batch 2
+    off = FapTrainer(_cfg(clip_resize=0), dataset)
+    off.prepare_inputs(off.next_batch())
+    assert sizes == [(8, 256)]

@@ -13,7 +13,8 @@ mask and masked-latent channels start at zero on an SD1.5 base). UNet input chan
 [noisy latent (4), masked reference latent (4), mask (1)]; a 9-channel SD-inpainting base has its conv_in
 columns moved into that order (``widen_conv_in``); only the ComfyUI loader reorders back.
 
-Per step: skin-fill the target; CLIP-encode target + 3 references (with dropout); fuse (eq. 3); MLP -> C;
+Per step: skin-fill the target; CLIP-encode target + 3 references (with dropout; each resized to 256 px with
+PIL bicubic first, as the authors' inference and the CLIP Part Encoder do, ``--clip-resize``); fuse (eq. 3); MLP -> C;
 masked reference latent = VAE(skin-filled target) * scaling with N(0, 1) noise inside the latent mask;
 noisy latent at a random timestep; UNet(cat[noisy, masked, mask]) with eq. 4 on every attn2; MSE to the
 noise (eq. 5).
@@ -252,6 +253,7 @@ class TrainConfig:
     timesteps: Optional[List[int]] = None   # restrict the sampled timesteps (tests); None = 0..999
     detector: str = "hog"
     align: bool = True
+    clip_resize: int = clip_inputs.AUTHORS_CLIP_RESIZE  # PIL resize before CLIP's 224 px step, as the nodes' default
 
 
 class FapTrainer:
@@ -352,7 +354,10 @@ class FapTrainer:
         b, h, w, _ = target.shape
         filled = clip_inputs.skin_fill_target(target, tboxes)
         refs = [clip_inputs.reference_input(batch["refs"][p][0], batch["refs"][p][1]) for p in PARTS]
-        pix = clip_inputs.preprocess_for_clip(torch.cat([filled] + refs)).to(dev)      # [4B, 3, 224, 224]
+        images = torch.cat([filled] + refs)
+        if self.cfg.clip_resize:  # the authors' inference: PIL bicubic to 256 px before CLIP's 224 px step
+            images = clip_inputs.authors_resize(images, self.cfg.clip_resize)
+        pix = clip_inputs.preprocess_for_clip(images).to(dev)                          # [4B, 3, 224, 224]
         drop = sample_dropout(b, g)                                                    # [B, 4]
         keep = (~drop).T.reshape(-1).to(dev, pix.dtype)                                # image-major like pix
         pix = pix * keep[:, None, None, None]
@@ -486,11 +491,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--detector", default="hog", choices=("hog", "mmod"))
     ap.add_argument("--no-align", action="store_true", help="photos are already FFHQ-aligned squares")
+    ap.add_argument("--clip-resize", type=int, default=clip_inputs.AUTHORS_CLIP_RESIZE,
+                    help="resize CLIP inputs to this size (PIL bicubic) before the 224 px preprocessing, as the "
+                         "authors' inference and the CLIP Part Encoder's default do; 0: straight to 224")
     a = ap.parse_args(argv)
     return TrainConfig(data=a.data, out=a.out, init=a.init, base_unet=a.base_unet, vae=a.vae, clip=a.clip,
                        steps=a.steps, batch=a.batch, lr=a.lr, weight_decay=a.weight_decay, size=a.size,
                        train_unet=a.train_unet, resume=a.resume, tiny=a.tiny, mixed_precision=a.mixed_precision,
-                       seed=a.seed, lam=a.lam, save_every=a.save_every, detector=a.detector, align=not a.no_align)
+                       seed=a.seed, lam=a.lam, save_every=a.save_every, detector=a.detector, align=not a.no_align,
+                       clip_resize=a.clip_resize)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -167,8 +167,8 @@ class SwapForgeBodyModelLoader:
 
 
 class SwapForgeBodyTracker:
-    DESCRIPTION = ("Fits the body model to the 68 face landmarks of one person in every frame (track 0 after "
-                   "Track Faces, else face 0 of each frame): head "
+    DESCRIPTION = ("Fits the body model to the 68 face landmarks of one person in every frame (the first track "
+                   "after Track Faces, else face 0 of each frame): head "
                    "rotation and position, jaw, neck, shape. Frames without a face keep their place: their pose is "
                    "interpolated and flagged. Give init_track to re-track generated frames from an earlier track.")
     CATEGORY = CATEGORY
@@ -184,9 +184,10 @@ class SwapForgeBodyTracker:
         return {"required": {
             "body_model": (BODY_MODEL, {"tooltip": "From Body Model Loader."}),
             "image": ("IMAGE", {"tooltip": "The frames (a video batch)."}),
-            "faces": (FACES, {"tooltip": "From Detect Faces / Track Faces on these frames. After Track Faces the "
-                                         "person with track id 0 is followed; untracked, face 0 of each frame. "
-                                         "Frames without that face (or a tracker-filled one) are interpolated."}),
+            "faces": (FACES, {"tooltip": "From Detect Faces / Track Faces on these frames. After Track Faces one "
+                                         "person is followed (the lowest track id); untracked, face 0 of each "
+                                         "frame. Frames without that face (or a tracker-filled one) are "
+                                         "interpolated."}),
             "iterations": ("INT", {"default": 300, "min": 1, "max": 10000, "tooltip":
                            "Maximum optimiser steps (stops early when converged). Re-tracking needs fewer."}),
             "smoothness": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":

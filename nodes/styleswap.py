@@ -230,7 +230,9 @@ class SwapForgeFaceSwap:
             "strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "0: the swap (the paper's blend); 1: the target's own codes (reconstruction)."}),
             "face_index": ("INT", {"default": 0, "min": -1, "max": 63,
-                                   "tooltip": "Which target face to swap in each frame (-1: every face)."}),
+                                   "tooltip": "Which target face to swap in each frame (-1: every face). With "
+                                              "tracked target_faces: the k-th tracked person, followed through "
+                                              "every frame; untracked: face k of each frame."}),
             "crop_size": (["256", "512", "1024"], {"default": "256", "tooltip":
                           "Aligned crop size to paste back. The swapper reads 256 px and outputs its own size "
                           "(256 for the paper's model); other sizes are resized."}),

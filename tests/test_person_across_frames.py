@@ -45,6 +45,9 @@ def test_tracked_sets_follow_the_track_id_untracked_sets_keep_the_per_frame_inde
         f.track_ids[:] = -1
     assert not is_tracked(untracked)
     assert person_per_frame(untracked, 0) == [0, 0, 0, None]      # whoever sorts first: the documented rule
+    only_b = TRACKED.with_frames([f.take([i for i in range(len(f)) if f.track_ids[i] == 1]) for f in TRACKED.frames])
+    assert person_per_frame(only_b, 0) == [0, 0, 0, None]         # Select Faces kept track 1: it is person 0
+    assert person_per_frame(only_b, 1) == [None] * 4
     with pytest.raises(ValueError):
         person_per_frame(TRACKED, -1)
 
@@ -86,7 +89,7 @@ def test_fuseanypart_takes_the_target_boxes_of_the_tracked_person():
     ps = PartSet([[a, b], [b, a]], (64, 64), track_ids=[np.array([0, 1]), np.array([1, 0])])
     got = nodes._boxes_of(ps, 0, "target")
     assert [np.allclose(g["eyes"], a.eyes) for g in got] == [True, True]
-    with pytest.raises(ValueError, match="no track #5"):
+    with pytest.raises(ValueError, match="no person 5"):
         nodes._boxes_of(ps, 5, "target")
 
 

@@ -264,7 +264,7 @@ def memory_child(path, steps, uv_res):
     import threading
     import psutil
     from models.gswap.fit import fit_avatar
-    clip, clip_bytes = torch.load(path)
+    clip, clip_bytes = torch.load(path, weights_only=True)
     frames = int(clip["frames"].shape[0])
     proc = psutil.Process()
     rss = []

@@ -1,13 +1,15 @@
 """Part swap family, diffusion path: FuseAnyPart (NeurIPS 2024) as ComfyUI stages.
 
 Face parts (nodes/partswap.py) -> CLIP Part Encoder -> Mask Fusion (eq. 3) -> Addition Injector (eq. 4,
-a patched clone of the MODEL) ; FuseAnyPart Conditioning (VAE + masked reference latent) -> a stock
-KSampler (the authors: DDIM, 50 steps, cfg 7.5) -> VAE Decode -> Paste Back.
+a patched clone of the MODEL) ; FuseAnyPart Conditioning (VAE + masked reference latent, the swapped parts'
+mask) -> a stock KSampler (the authors: DDIM, 50 steps, cfg 7.5), or SamplerCustomAdvanced with FuseAnyPart
+Noise for the authors' 0.18215-scaled initial noise -> VAE Decode -> Paste Back through the swapped parts' mask.
 """
 from __future__ import annotations
 
 import torch
 
+from ..models.face.identity import person_label, person_per_frame
 from ..models.fuseanypart import clip_inputs, fusion, pipeline, reference
 from ..models.partswap import part_detect
 from . import services
@@ -21,15 +23,17 @@ FAP_EXTS = (".bin", ".safetensors", ".sft")
 
 
 def _boxes_of(partset, face_index: int, what: str):
-    """One part-box dict per frame: the face `face_index` of each frame (error naming frames without it)."""
+    """One part-box dict per frame: one person's face in each frame (identity.person_per_frame: the track
+    with that id after Track Faces, else face `face_index` of each frame); an error names frames without it."""
     out, missing = [], []
-    for i, faces in enumerate(partset.frames):
-        if face_index < len(faces):
-            out.append(faces[face_index].as_dict())
+    for i, (faces, k) in enumerate(zip(partset.frames, person_per_frame(partset, face_index))):
+        if k is not None:
+            out.append(faces[k].as_dict())
         else:
             missing.append(i)
     if missing:
-        raise ValueError(f"SwapForge FuseAnyPart: the {what} has no face {face_index} in frame(s) {missing}. "
+        raise ValueError(f"SwapForge FuseAnyPart: the {what} has no {person_label(partset, face_index)} in frame(s) "
+                         f"{missing}. "
                          "FuseAnyPart needs a face in every target crop: select the frames with a face, or use "
                          "Align & Crop's crops (one face each).")
     return out
@@ -61,10 +65,15 @@ class SwapForgeFuseAnyPartLoader:
         return (services.load_diffusion_model(unet_sd, path), adapter)
 
 
+CLIP_RESIZE = {"authors (256 px, then 224)": clip_inputs.AUTHORS_CLIP_RESIZE, "standard (224)": None}
+
+
 class SwapForgeCLIPPartEncoder:
-    DESCRIPTION = ("Encodes the target (its part boxes painted skin colour) and each part reference (black except "
-                   "its box) with CLIP vision, keeping the penultimate 257 tokens, plus the all-zero-input tokens "
-                   "for the unconditional branch. Any reference may be the same photo; any may be left out.")
+    DESCRIPTION = ("Encodes the target (the boxes of the parts that have a reference painted skin colour; the "
+                   "other parts are kept) and each part reference (black except its box) with CLIP vision, "
+                   "keeping the penultimate 257 tokens, plus the tokens of the input that is exactly zero after "
+                   "normalisation, for the unconditional branch. Any reference may be the same photo; any may be "
+                   "left out.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (FEATURES,)
     RETURN_NAMES = ("part_features",)
@@ -79,6 +88,10 @@ class SwapForgeCLIPPartEncoder:
         for p in PARTS:
             opt[f"{p}_image"] = ("IMAGE", {"tooltip": ref.format(p)})
             opt[f"{p}_parts"] = (PARTS_TYPE, {"tooltip": refp.format(p)})
+        opt["clip_resize"] = (list(CLIP_RESIZE), {
+            "default": next(iter(CLIP_RESIZE)),
+            "tooltip": "authors: every image to 256 px (PIL bicubic) before CLIP's own 224 px preprocessing, as the "
+                       "FuseAnyPart authors' inference does. standard: straight to 224."})
         return {"required": {
             "clip_vision": ("CLIP_VISION", {"tooltip": "CLIP ViT-H/14 vision (the width fap.bin was trained with; "
                                                        "the injector refuses another width)."}),
@@ -86,7 +99,10 @@ class SwapForgeCLIPPartEncoder:
             "target_parts": (PARTS_TYPE, {"tooltip": "Face Parts of the target crops."}),
         }, "optional": opt}
 
-    def encode(self, clip_vision, target, target_parts, **refs):
+    def encode(self, clip_vision, target, target_parts, clip_resize=next(iter(CLIP_RESIZE)), **refs):
+        if clip_resize not in CLIP_RESIZE:
+            raise ValueError(f"SwapForge CLIP Part Encoder: clip_resize must be one of {list(CLIP_RESIZE)}, got "
+                             f"{clip_resize!r}.")
         boxes = _boxes_of(target_parts, 0, "target")
         if len(boxes) != target.shape[0]:
             raise ValueError(f"SwapForge CLIP Part Encoder: {len(boxes)} frame(s) of parts for {target.shape[0]} "
@@ -100,12 +116,23 @@ class SwapForgeCLIPPartEncoder:
                 references[p] = (img[:1], _boxes_of(parts, 0, f"{p} reference")[0][p])
         bar = progress(2 + len(references))
 
-        def encode(images):
-            out = clip_vision.encode_image(images).penultimate_hidden_states
-            bar()
-            return out.float().cpu()
+        def encode_quiet(images):
+            return clip_vision.encode_image(images).penultimate_hidden_states.float().cpu()
 
-        return (pipeline.encode_parts(encode, target.float(), boxes, references),)
+        def encode(images):
+            out = encode_quiet(images)
+            bar()
+            return out
+
+        def encode_uncond():  # exactly zero after normalisation, as the authors' torch.zeros input
+            size = int(getattr(clip_vision, "image_size", clip_inputs.CLIP_SIZE))
+            out = services.clip_vision_pixels(clip_vision, clip_inputs.zero_pixel_values(size))
+            out = encode_quiet(clip_inputs.zero_image(size)) if out is None else out.float().cpu()
+            bar()
+            return out
+
+        return (pipeline.encode_parts(encode, target.float(), boxes, references, encode_uncond=encode_uncond,
+                                      pre_resize=CLIP_RESIZE[clip_resize], encode_later=encode_quiet),)
 
 
 class SwapForgeReferenceParts:
@@ -158,13 +185,17 @@ class SwapForgeMaskFusion:
         req = {"part_features": (FEATURES, {"tooltip": "From CLIP Part Encoder."})}
         for p in PARTS:
             req[f"swap_{p}"] = ("BOOLEAN", {"default": True, "tooltip": f"Take the {p} from its reference (when "
-                                                                        "one is connected); off keeps the target's."})
+                                                                        "one is connected); off keeps the target's "
+                                                                        "(not painted, not inpainted)."})
         return {"required": req}
 
     def fuse(self, part_features, swap_eyes, swap_nose, swap_mouth):
         f = part_features
         enabled = {"eyes": swap_eyes, "nose": swap_nose, "mouth": swap_mouth}
-        return (fusion.make_condition(f.target_tokens, f.sources, f.target_boxes, f.uncond, enabled),)
+        swapped = tuple(p for p in PARTS if enabled[p] and p in f.sources)
+        # eq. 3 keeps the target's features for a part not swapped: its box must not be painted in the target
+        tokens = f.target_tokens_for(swapped)
+        return (fusion.make_condition(tokens, f.sources, f.target_boxes, f.uncond, enabled),)
 
 
 class SwapForgeAdditionInjector:
@@ -207,16 +238,19 @@ class SwapForgeAdditionInjector:
 
 
 class SwapForgeFuseAnyPartConditioning:
-    DESCRIPTION = ("The inpainting inputs of FuseAnyPart: VAE-encodes the target with its part boxes skin-filled, "
-                   "fills the latent inside the boxes with seeded noise, and returns conditioning (carrying the "
-                   "concat latent and mask) and an empty LATENT for a stock KSampler. The authors sample with "
-                   "DDIM, 50 steps, cfg 7.5, at 512 px.")
+    DESCRIPTION = ("The inpainting inputs of FuseAnyPart: VAE-encodes the target with the swapped parts' boxes "
+                   "skin-filled, fills the latent inside those boxes with seeded noise, and returns conditioning "
+                   "(carrying the concat latent and mask), an empty LATENT for a stock sampler, and the swapped "
+                   "parts' mask for Paste Back, so kept parts come back unchanged. The authors sample with DDIM, "
+                   "50 steps, cfg 7.5, at 512 px.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
-    RETURN_NAMES = ("positive", "negative", "latent")
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT", "MASK")
+    RETURN_NAMES = ("positive", "negative", "latent", "swap_mask")
     OUTPUT_TOOLTIPS = ("Positive conditioning (text is ignored by the injection; an empty context is used).",
                        "Negative conditioning (the injector feeds it the zero-input features).",
-                       "Empty latent of the target's size: sample it at denoise 1.0.")
+                       "Empty latent of the target's size: sample it at denoise 1.0.",
+                       "The swapped parts' boxes (1 inside) at the target's size: connect it to Paste Back's "
+                       "crop_masks so only they are pasted and kept parts stay as they were.")
     FUNCTION = "encode"
 
     @classmethod
@@ -227,9 +261,12 @@ class SwapForgeFuseAnyPartConditioning:
             "target_parts": (PARTS_TYPE, {"tooltip": "Face Parts of the target crops."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                              "tooltip": "Seed of the noise put in the latent inside the part boxes."}),
+        }, "optional": {
+            "fap_cond": (COND, {"tooltip": "From Mask Fusion: only the parts it swaps are painted and inpainted. "
+                                           "Without it all three parts are (the authors' all-parts swap)."}),
         }}
 
-    def encode(self, vae, target, target_parts, seed):
+    def encode(self, vae, target, target_parts, seed, fap_cond=None):
         b, h, w, _ = target.shape
         if h != w or h % 64:
             raise ValueError(f"SwapForge FuseAnyPart: the target is {w}x{h}; FuseAnyPart works on square crops whose "
@@ -237,14 +274,52 @@ class SwapForgeFuseAnyPartConditioning:
         boxes = _boxes_of(target_parts, 0, "target")
         if len(boxes) != b:
             raise ValueError(f"SwapForge FuseAnyPart Conditioning: {len(boxes)} frame(s) of parts for {b} target(s).")
-        skin = clip_inputs.skin_fill_target(target.float().cpu(), boxes)
+        parts = PARTS if fap_cond is None else tuple(fap_cond.parts)
+        skin = clip_inputs.skin_fill_target(target.float().cpu(), boxes, parts=parts)
         latent = vae.encode(skin[..., :3]).float().cpu()
-        mask = clip_inputs.latent_mask(clip_inputs.boxes_mask(boxes, (h, w)), tuple(latent.shape[-2:]))
+        full = clip_inputs.boxes_mask(boxes, (h, w), parts=parts)
+        mask = clip_inputs.latent_mask(full, tuple(latent.shape[-2:]))
         concat = pipeline.inpaint_concat_latent(latent, mask, seed)
         context = torch.zeros((1, 77, 768))
         extra = {"concat_latent_image": concat, "concat_mask": mask}
         cond = [[context, dict(extra)]]
-        return (cond, [[context.clone(), dict(extra)]], {"samples": torch.zeros_like(latent)})
+        return (cond, [[context.clone(), dict(extra)]], {"samples": torch.zeros_like(latent)},
+                full.to(services.intermediate_device()))
+
+
+class FuseAnyPartNoise:
+    """A NOISE for SamplerCustomAdvanced: ComfyUI's seeded initial noise times `scale`."""
+
+    def __init__(self, seed: int, scale: float):
+        self.seed, self.scale = int(seed), float(scale)
+
+    def generate_noise(self, input_latent):
+        latent = input_latent["samples"]
+        return services.prepare_noise(latent, self.seed, input_latent.get("batch_index")) * self.scale
+
+
+class SwapForgeFuseAnyPartNoise:
+    DESCRIPTION = ("The authors' initial noise, for SamplerCustomAdvanced: their pipeline starts from Gaussian noise "
+                   "times the VAE scale 0.18215 (std 0.18215, not 1), a quirk of the released inference. scale 1 "
+                   "is ComfyUI's standard noise (what KSampler uses).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("NOISE",)
+    RETURN_NAMES = ("noise",)
+    OUTPUT_TOOLTIPS = ("Seeded noise times scale, for SamplerCustomAdvanced's noise input.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                   "tooltip": "Seed of the initial noise (same numbers as RandomNoise's)."}),
+            "scale": ("FLOAT", {"default": pipeline.SD15_LATENT_SCALE, "min": 0.0, "max": 2.0, "step": 0.00001,
+                                "tooltip": "0.18215: the authors' quirk (their pipeline multiplies the initial noise "
+                                           "by the VAE scale). 1.0: standard sampling."}),
+        }}
+
+    def make(self, noise_seed, scale):
+        return (FuseAnyPartNoise(noise_seed, scale),)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -254,6 +329,7 @@ NODE_CLASS_MAPPINGS = {
     "SwapForge_MaskFusion": SwapForgeMaskFusion,
     "SwapForge_AdditionInjector": SwapForgeAdditionInjector,
     "SwapForge_FuseAnyPartConditioning": SwapForgeFuseAnyPartConditioning,
+    "SwapForge_FuseAnyPartNoise": SwapForgeFuseAnyPartNoise,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SwapForge_FuseAnyPartLoader": "FuseAnyPart Loader (SwapForge)",
@@ -262,4 +338,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SwapForge_MaskFusion": "Mask Fusion (SwapForge)",
     "SwapForge_AdditionInjector": "Addition Injector (SwapForge)",
     "SwapForge_FuseAnyPartConditioning": "FuseAnyPart Conditioning (SwapForge)",
+    "SwapForge_FuseAnyPartNoise": "FuseAnyPart Noise (SwapForge)",
 }

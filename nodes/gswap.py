@@ -14,6 +14,8 @@ import os
 import numpy as np
 import torch
 
+from ..models.face.identity import person_per_frame
+from ..models.face.records import has_landmarks68, no_landmarks68_message
 from ..models.gswap import avatar as avlib
 from ..models.gswap import body as bodylib
 from ..models.gswap import headswap as hslib
@@ -166,7 +168,8 @@ class SwapForgeBodyModelLoader:
 
 
 class SwapForgeBodyTracker:
-    DESCRIPTION = ("Fits the body model to the 68 face landmarks of every frame (face 0 of each frame): head "
+    DESCRIPTION = ("Fits the body model to the 68 face landmarks of one person in every frame (the first track "
+                   "after Track Faces, else face 0 of each frame): head "
                    "rotation and position, jaw, neck, shape. Frames without a face keep their place: their pose is "
                    "interpolated and flagged. Give init_track to re-track generated frames from an earlier track.")
     CATEGORY = CATEGORY
@@ -182,8 +185,10 @@ class SwapForgeBodyTracker:
         return {"required": {
             "body_model": (BODY_MODEL, {"tooltip": "From Body Model Loader."}),
             "image": ("IMAGE", {"tooltip": "The frames (a video batch)."}),
-            "faces": (FACES, {"tooltip": "From Detect Faces / Track Faces on these frames; face 0 of each frame is "
-                                         "tracked. Frames with no face (or a tracker-filled one) are interpolated."}),
+            "faces": (FACES, {"tooltip": "From Detect Faces / Track Faces on these frames. After Track Faces one "
+                                         "person is followed (the lowest track id); untracked, face 0 of each "
+                                         "frame. Frames without that face (or a tracker-filled one) are "
+                                         "interpolated."}),
             "iterations": ("INT", {"default": 300, "min": 1, "max": 10000, "tooltip":
                            "Maximum optimiser steps (stops early when converged). Re-tracking needs fewer."}),
             "smoothness": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
@@ -198,9 +203,11 @@ class SwapForgeBodyTracker:
         T, H, W = frames.shape[:3]
         faces.check_batch(T)
         lm = np.full((T, 68, 2), np.nan, np.float32)
-        for t, ff in enumerate(faces.frames):
-            if len(ff) and not bool(ff.interpolated[0]):
-                lm[t] = ff.landmarks68[0]
+        for t, (ff, k) in enumerate(zip(faces.frames, person_per_frame(faces, 0))):  # one person, by track id
+            if k is not None and not bool(ff.interpolated[k]):
+                if not has_landmarks68(ff.landmarks68[k]):
+                    raise ValueError(f"{no_landmarks68_message('The Body Tracker')} (frame {t})")
+                lm[t] = ff.landmarks68[k]
         if tuple(faces.frame_size) != (H, W):
             raise ValueError(f"SwapForge: the faces were detected on {faces.frame_size[1]}x{faces.frame_size[0]} px "
                              f"frames but the image is {W}x{H} px. Detect the faces on these same frames.")

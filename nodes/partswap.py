@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.face import detect
-from ..models.face.records import FaceSet
+from ..models.face.records import FaceSet, has_landmarks68, no_landmarks68_message
 from ..models.partswap import blend, classic, part_detect, part_edit, parts
 from . import preview, services
 from .common import FACE_MODEL, FACES, PARTS_TYPE, images_np, progress, to_image, to_mask
@@ -277,6 +277,8 @@ def _source_part(face_model, image, part):
     if len(faces.frames[0]) == 0:
         raise ValueError(f"SwapForge Classic Part Swap: no face found in the {part} source image. Use a photo "
                          "with a clearly visible face, or lower the detector threshold.")
+    if not has_landmarks68(faces.frames[0].landmarks68[0]):
+        raise ValueError(no_landmarks68_message(f"The classic part swap ({part} source)"))
     return first[0], np.asarray(faces.frames[0].landmarks68[0])
 
 

@@ -6,22 +6,37 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 log = logging.getLogger("SwapForge")
 
+folder_paths = None
+_mm = None
+_cu = None
+HAS_COMFY = False
+#: The traceback of a failed import of ComfyUI's modules (None: not inside ComfyUI, or all imported).
+COMFY_IMPORT_ERROR: Optional[str] = None
 try:  # inside a ComfyUI server
     import folder_paths  # type: ignore
     import comfy.model_management as _mm  # type: ignore
     import comfy.utils as _cu  # type: ignore
     HAS_COMFY = True
-except Exception:  # plain Python: tests, scripts
-    folder_paths = None
-    _mm = None
-    _cu = None
-    HAS_COMFY = False
+except ModuleNotFoundError as _e:
+    if _e.name != "folder_paths":  # ComfyUI is there (or half there) but one of its modules is missing
+        COMFY_IMPORT_ERROR = traceback.format_exc()
+except Exception:  # a ComfyUI module raised while importing
+    COMFY_IMPORT_ERROR = traceback.format_exc()
+if not HAS_COMFY:
+    folder_paths = _mm = _cu = None
+    if COMFY_IMPORT_ERROR is not None:  # loud, once (this module is imported once per process)
+        log.error("SwapForge: ComfyUI's own modules (folder_paths, comfy.model_management, comfy.utils) failed to "
+                  "import:\n%s\nSwapForge falls back to its plain-Python services: models are looked for under "
+                  "$SWAPFORGE_MODELS_DIR or ./models instead of ComfyUI's folders, everything runs on the CPU, "
+                  "and there is no progress bar or cancel. Fix the ComfyUI installation (the error above names the "
+                  "module) and restart ComfyUI.", COMFY_IMPORT_ERROR.rstrip())
 
 # SwapForge's own folders, relative to ComfyUI's models dir. Core keys are reused where the file is the
 # same kind (insightface packs live where every insightface-based pack keeps them).
@@ -346,3 +361,51 @@ def load_diffusion_model(unet_sd: dict, what: str):
         raise ValueError(f"SwapForge: ComfyUI could not recognise the UNet in {what}. Expected an SD1.5 UNet "
                          "with a 9-channel input (FuseAnyPart's fap.bin).")
     return model
+
+
+# ---------------------------------------------------------------- CLIP vision and sampling noise
+
+_warned_pixels = False
+
+
+def clip_vision_pixels(clip_vision, pixel_values: torch.Tensor) -> Optional[torch.Tensor]:
+    """Penultimate hidden states [N, tokens, D] of a ComfyUI CLIP_VISION for pixel values that are ALREADY
+    normalised [N, 3, S, S]: what ``ClipVisionModel.encode_image`` does after its preprocessing (resize, crop,
+    8-bit rounding, normalisation), which this skips, so an input can be exactly zero after normalisation.
+    Mirrors comfy/clip_vision.py (0.3.64): load_model_gpu(patcher), model(pixel_values=...,
+    intermediate_output=-2 or 'all'), the penultimate states moved to the intermediate device.
+    None (and one warning) for a CLIP_VISION object without that inner model, so the caller can fall back."""
+    global _warned_pixels
+    model = getattr(clip_vision, "model", None)
+    if model is None or not callable(model):
+        if not _warned_pixels:
+            log.warning("SwapForge: this CLIP_VISION (%s) has no inner model to call on pixel values; the exact "
+                        "zero unconditional input falls back to the mean-colour image (8-bit rounded).",
+                        type(clip_vision).__name__)
+            _warned_pixels = True
+        return None
+    patcher = getattr(clip_vision, "patcher", None)
+    if HAS_COMFY and patcher is not None:
+        _mm.load_model_gpu(patcher)
+    device = getattr(clip_vision, "load_device", None) or pixel_values.device
+    all_states = bool(getattr(clip_vision, "return_all_hidden_states", False))
+    with torch.no_grad():
+        out = model(pixel_values=pixel_values.to(device).float(), intermediate_output="all" if all_states else -2)
+    states = out[1][:, -2] if all_states else out[1]
+    return states.to(intermediate_device())
+
+
+def prepare_noise(latent: torch.Tensor, seed: int, batch_index=None) -> torch.Tensor:
+    """The initial noise ComfyUI's samplers draw for a latent and a seed (comfy.sample.prepare_noise inside
+    ComfyUI; outside it the same numbers from a local generator seeded alike, without touching the global
+    seed)."""
+    if HAS_COMFY:
+        import comfy.sample  # type: ignore
+        return comfy.sample.prepare_noise(latent, seed, batch_index)
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    if batch_index is None:
+        return torch.randn(latent.size(), dtype=latent.dtype, layout=latent.layout, generator=g, device="cpu")
+    inds = [int(i) for i in batch_index]
+    noises = [torch.randn([1] + list(latent.size())[1:], dtype=latent.dtype, layout=latent.layout, generator=g,
+                          device="cpu") for _ in range(max(inds) + 1)]
+    return torch.cat([noises[i] for i in inds], dim=0)

@@ -27,6 +27,10 @@ STYLE = "SWAPFORGE_STYLE"
 ANY_ENCODER = f"{SWAPPER},{ENCODER}"
 ANY_DECODER = f"{SWAPPER},{STYLEGAN2}"
 PSP_EXTS = (".pt", ".pth")
+#: The StyleSwap Loader's only choice while models/swapforge/styleswap holds no swapper: picking it (the default)
+#: gives the pack's message (the folder, how to train or compose one) instead of ComfyUI's bare
+#: "Value not in list: ... not in []".
+NO_SWAPPER = "(no swapper in models/swapforge/styleswap: run to see how to make one)"
 STYLEGAN_EXTS = (".pt", ".pth", ".safetensors")
 
 
@@ -57,11 +61,13 @@ class SwapForgeStyleSwapLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"swapper_name": (services.list_files("swapforge_styleswap", (".safetensors",)), {
-            "tooltip": "A swapper .safetensors (format swapforge_styleswap_v1) in models/swapforge/styleswap."})}}
+        files = services.list_files("swapforge_styleswap", (".safetensors",)) or [NO_SWAPPER]
+        return {"required": {"swapper_name": (files, {
+            "tooltip": "A swapper .safetensors (format swapforge_styleswap_v1) in models/swapforge/styleswap. No "
+                       "public weights exist: train one, or compose one from pSp + StyleGAN2 (the node says how)."})}}
 
     def load(self, swapper_name):
-        path = services.full_path("swapforge_styleswap", swapper_name)
+        path = None if swapper_name == NO_SWAPPER else services.full_path("swapforge_styleswap", swapper_name)
         if path is None:
             raise FileNotFoundError(checkpoints.missing_swapper_message(
                 f"{swapper_name} (looked in {services.folder_paths_for('swapforge_styleswap')})"))
@@ -207,7 +213,8 @@ class SwapForgeFaceSwap:
     RETURN_NAMES = ("image", "mask", "crops", "crop_info", "status")
     OUTPUT_TOOLTIPS = ("The frames with the face swapped (frames without a face unchanged).",
                        "Where each frame was changed (the feathered paste mask).",
-                       "The swapped aligned crops (placeholders for frames without a face).",
+                       "The swapped aligned crops at the swapper's output size (256 for the paper's model; Paste "
+                       "Back resizes them), placeholders for frames without a face.",
                        "The crop record, for Paste Back with other settings.",
                        "One line per frame: swapped, or why not; and the source photos used.")
     FUNCTION = "swap"
@@ -223,7 +230,9 @@ class SwapForgeFaceSwap:
             "strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "0: the swap (the paper's blend); 1: the target's own codes (reconstruction)."}),
             "face_index": ("INT", {"default": 0, "min": -1, "max": 63,
-                                   "tooltip": "Which target face to swap in each frame (-1: every face)."}),
+                                   "tooltip": "Which target face to swap in each frame (-1: every face). With "
+                                              "tracked target_faces: the k-th tracked person, followed through "
+                                              "every frame; untracked: face k of each frame."}),
             "crop_size": (["256", "512", "1024"], {"default": "256", "tooltip":
                           "Aligned crop size to paste back. The swapper reads 256 px and outputs its own size "
                           "(256 for the paper's model); other sizes are resized."}),

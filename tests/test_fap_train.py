@@ -79,7 +79,49 @@ def test_step_gradients_reach_adapter_not_frozen_unet_and_loss_is_eq5(dataset):
     assert abs(float(loss.detach()) - float(ref)) < 1e-6
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in core.mlp.parameters())
     assert all(lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0 for lin in core.projectors.layers)
-    assert all(p.grad is None and not p.requires_grad for p in core.unet.parameters())
+    frozen = [(n, p) for n, p in core.unet.named_parameters() if not n.startswith("conv_in.")]
+    assert all(p.grad is None and not p.requires_grad for _, p in frozen)    # the UNet is frozen but conv_in
+    assert core.unet.conv_in.weight.grad.abs().sum() > 0
+
+
+def _tiny_base(root, in_channels, seed=7):
+    """A tiny diffusers UNet saved as a --base-unet folder (SD1.5's block layout, 4 or 9 input channels)."""
+    from diffusers import UNet2DConditionModel
+
+    from models.fuseanypart.train import TINY_UNET_CONFIG
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=8, **{**TINY_UNET_CONFIG, "in_channels": in_channels})
+    unet.save_pretrained(str(root / "unet"))
+    return unet
+
+
+def test_conv_in_trains_with_a_frozen_unet_so_the_mask_channels_learn(dataset, tmp_path):
+    base = _tiny_base(tmp_path, 4)
+    tr = FapTrainer(_cfg(base_unet=str(tmp_path), out=str(tmp_path / "run")), dataset)
+    w0 = tr.core.unet.conv_in.weight.detach().clone()
+    assert torch.equal(w0[:, :4], base.conv_in.weight) and float(w0[:, 4:].abs().max()) == 0.0   # widened
+    other = tr.core.unet.down_blocks[0].resnets[0].conv1.weight.detach().clone()
+    tr.step()
+    w1 = tr.core.unet.conv_in.weight.detach()
+    assert float(w1[:, 8].abs().max()) > 0 and float(w1[:, 4:8].abs().max()) > 0   # mask + masked latent moved
+    assert torch.equal(tr.core.unet.down_blocks[0].resnets[0].conv1.weight, other)  # the rest stays frozen
+    path = tr.save(export=False)
+    again = FapTrainer(_cfg(base_unet=str(tmp_path), out=str(tmp_path / "run"), resume=True), dataset)
+    assert again.global_step == 1 and torch.equal(again.core.unet.conv_in.weight, w1)
+    assert os.path.isfile(path)
+
+
+def test_a_9_channel_inpainting_base_keeps_its_channel_meaning(tmp_path):
+    from models.fuseanypart.train import widen_conv_in
+
+    base = _tiny_base(tmp_path, 9)
+    w = base.conv_in.weight.detach().clone()       # diffusers inpainting: noisy (4), mask (1), masked latent (4)
+    got = widen_conv_in(base).conv_in.weight
+    assert torch.equal(got[:, 0:4], w[:, 0:4])     # authors: noisy (4), masked latent (4), mask (1)
+    assert torch.equal(got[:, 4:8], w[:, 5:9]) and torch.equal(got[:, 8], w[:, 4])
+    with pytest.raises(ValueError, match="8 input channels.*4 \\(SD1.5\\) or 9"):
+        widen_conv_in(_tiny_base(tmp_path / "odd", 8))
 
 
 def test_loss_drops_export_reloads_and_resume_is_bit_identical(dataset, tmp_path):
@@ -120,3 +162,17 @@ def test_loss_drops_export_reloads_and_resume_is_bit_identical(dataset, tmp_path
     sa, sb = a.core.state_dict(), b.core.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def test_clip_inputs_get_the_authors_256_px_resize_like_the_nodes(dataset, monkeypatch):
+    from models.fuseanypart import clip_inputs
+
+    sizes = []
+    real = clip_inputs.authors_resize
+    monkeypatch.setattr(clip_inputs, "authors_resize", lambda x, size=256: (sizes.append((len(x), size)), real(x, size))[1])
+    tr = FapTrainer(_cfg(), dataset)
+    tr.prepare_inputs(tr.next_batch())
+    assert sizes == [(8, 256)]                     # target + 3 references, batch 2
+    off = FapTrainer(_cfg(clip_resize=0), dataset)
+    off.prepare_inputs(off.next_batch())
+    assert sizes == [(8, 256)]

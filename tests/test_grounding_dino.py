@@ -336,3 +336,26 @@ def test_module_imports_without_importing_transformers():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "Detection"]
+
+
+def test_part_detector_encodes_the_prompt_once_per_run(small_model, monkeypatch):
+    from models.face.records import FaceSet
+    from models.partswap import part_detect
+    from synthclip import make_faces, unit_face
+
+    full = gd.preprocess_image
+    monkeypatch.setattr(gd, "preprocess_image", lambda img: full(img)[..., ::4, ::4].contiguous())  # speed only
+    frames = np.random.default_rng(1).random((2, 150, 200, 3), dtype=np.float32)
+    ff = make_faces([unit_face() * 25 + (50, 70), unit_face() * 25 + (150, 70)])   # two faces a frame
+    faces = FaceSet([ff, ff], (150, 200))
+    calls = []
+    backbone = small_model.model.model.text_backbone
+    handle = backbone.embeddings.register_forward_hook(lambda *a: calls.append(1))  # BERT actually ran
+    try:
+        part_detect.detect_parts(frames, faces, small_model, box_threshold=0.0, text_threshold=0.0)
+        assert len(calls) == 1 and small_model.text_encodings == 1          # 2 frames x 2 faces, one encoding
+        assert "forward" not in vars(backbone)                              # the cache ends with the run
+        small_model.detect(frames[0], ["eyes"], 0.0, 0.0)
+        assert len(calls) == 2                                              # outside a run: encoded as before
+    finally:
+        handle.remove()

@@ -15,7 +15,7 @@ FILE_LIST_INPUTS = {("SwapForge_LoadIdentity", "name"), ("SwapForge_FuseAnyPartL
                     ("SwapForge_GroundingDinoLoader", "bert"), ("SwapForge_SAMLoader", "model_name"),
                     ("SwapForge_LoadInpaintModel", "name")}
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "MODEL", "VAE", "CLIP_VISION", "INT", "FLOAT",
-               "STRING", "BOOLEAN"}
+               "STRING", "BOOLEAN", "NOISE"}
 
 
 @pytest.fixture(scope="module")

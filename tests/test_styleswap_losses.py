@@ -108,25 +108,33 @@ def test_identity_loss_gradient_reaches_the_output_only():
     assert out.grad.abs().sum() > 0 and src.grad is None
 
 
-def test_infonce_matches_explicit_log_softmax_with_masked_negatives():
+def test_infonce_is_eq9_positive_only_in_the_numerator_with_masked_negatives():
     out, src = rand_images(3), rand_images(4)
     negs = torch.stack([rand_images(5), rand_images(6)], 1)  # [B=3, K=2, 3, 16, 16]
     mask = torch.tensor([[True, True], [True, False], [False, False]])
     tau = 0.07
     eo, es = np_embed(out.numpy()), np_embed(src.numpy())
     en = np_embed(negs.numpy().reshape(6, 3, 16, 16)).reshape(3, 2, -1)
-    expected = []
-    for i in range(3):
-        logits = [eo[i] @ es[i] / tau] + [eo[i] @ en[i, k] / tau for k in range(2) if mask[i, k]]
-        expected.append(-(logits[0] - math.log(sum(math.exp(l) for l in logits))))
+    expected = []   # eq. 9: -log(exp(S_p) / (exp(S_t) + sum exp(S_n))); item 2 has no negative: no term
+    for i in range(2):
+        pos = eo[i] @ es[i] / tau
+        negatives = [eo[i] @ en[i, k] / tau for k in range(2) if mask[i, k]]
+        expected.append(-(pos - math.log(sum(math.exp(v) for v in negatives))))
     got = losses.infonce_loss(MeanColourId(), out, src, negs, tau=tau, negative_mask=mask)
     assert float(got) == pytest.approx(np.mean(expected), rel=1e-4)
-    assert expected[2] == pytest.approx(0.0, abs=1e-12)  # no negative -> the positive alone, loss 0
-    # all negatives used without a mask
-    full = np.mean([-(eo[i] @ es[i] / tau - math.log(math.exp(eo[i] @ es[i] / tau) +
-                                                      sum(math.exp(eo[i] @ en[i, k] / tau) for k in range(2))))
+    full = np.mean([-(eo[i] @ es[i] / tau - math.log(sum(math.exp(eo[i] @ en[i, k] / tau) for k in range(2))))
                     for i in range(3)])
     assert float(losses.infonce_loss(MeanColourId(), out, src, negs, tau=tau)) == pytest.approx(full, rel=1e-4)
+    # the standard InfoNCE (positive also in the denominator) stays available as an option
+    std = np.mean([-(eo[i] @ es[i] / tau - math.log(math.exp(eo[i] @ es[i] / tau) +
+                                                     sum(math.exp(eo[i] @ en[i, k] / tau) for k in range(2))))
+                   for i in range(3)])
+    e_neg = torch.from_numpy(en)
+    opt = losses.infonce_from_embeddings(torch.from_numpy(eo), torch.from_numpy(es), e_neg, tau, include_positive=True)
+    assert float(opt) == pytest.approx(std, rel=1e-4)
+    none = losses.infonce_from_embeddings(torch.from_numpy(eo).requires_grad_(True), torch.from_numpy(es), e_neg,
+                                          tau, torch.zeros(3, 2, dtype=torch.bool))
+    assert float(none.detach()) == 0.0
 
 
 # ---------------------------------------------------------------------- pixel and landmark terms

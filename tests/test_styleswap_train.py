@@ -144,8 +144,8 @@ def test_resume_from_a_mid_checkpoint_is_bit_identical(trained, aligned_photos, 
     shutil.copy(os.path.join(trained["out"], f"ckpt_{RESUME_FROM:06d}.pt"), out)
     sw, disc, idm, lm = make_models(seed=123)  # different init: everything must come from the checkpoint
     T.train(config(aligned_photos, out, resume=True), sw, disc, idm, lm)
-    full = torch.load(os.path.join(trained["out"], f"ckpt_{STEPS:06d}.pt"), weights_only=False)
-    resumed = torch.load(os.path.join(out, f"ckpt_{STEPS:06d}.pt"), weights_only=False)
+    full = torch.load(os.path.join(trained["out"], f"ckpt_{STEPS:06d}.pt"), weights_only=True)
+    resumed = torch.load(os.path.join(out, f"ckpt_{STEPS:06d}.pt"), weights_only=True)
     for part in ("swapper", "discriminator"):
         assert full[part].keys() == resumed[part].keys()
         for k in full[part]:

@@ -198,7 +198,7 @@ def test_swapper_from_parts_loads_the_encoder_with_latent_avg_and_the_generator(
     gan_path, gen, _ = _rosinality_file(tmp_path)
     psp_path, enc, avg = _psp_file(tmp_path, gen, kind)
     model, warning = checkpoints.swapper_from_parts(psp_path, gan_path, sbm_layers=1, sbm_heads=2)
-    assert "randomly initialised" in warning and "Style Blending Module" in warning
+    assert "starts as the layer-wise blend" in warning and "Style Blending Module" in warning
     assert model.config["split"] == [3, 4, 1] and model.config["encoder_kind"] == kind
     assert all(float(c.weight.detach().abs().max()) == 0.0 for c in model.shortcut.values())
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5)) * 2 - 1
@@ -261,3 +261,42 @@ def test_configs_saved_before_encoder_input_size_existed_load_at_256(swapper, sw
     with torch.no_grad():
         out, a_t = loaded(*faces)
     assert torch.equal(out, swapped[0]) and torch.equal(a_t, swapped[1])
+
+
+def _layerwise_check(sbm, n_styles, dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ws, wt = torch.randn(3, n_styles, dim, generator=g), torch.randn(3, n_styles, dim, generator=g) * 2
+    w, a = sbm(ws, wt)
+    rows = torch.tensor([r < 4 or r >= 8 for r in range(n_styles)])   # target coarse + fine, source middle
+    expected = torch.where(rows[None, :, None], wt, ws)
+    assert float((a.detach() - rows[None, :, None].float()).abs().max()) <= 1e-6
+    assert float((w.detach() - expected).abs().max()) <= 1e-6 * float((wt - ws).abs().max())
+    return ws, wt
+
+
+def test_a_fresh_or_composed_swapper_starts_as_the_layerwise_blend_and_can_still_learn(tmp_path):
+    sw = tiny_swapper(size=64, generator_channels={4: 16, 8: 16, 16: 16, 32: 8, 64: 8})
+    assert sw.n_styles == 10 and sw.config["sbm_blend_prior"] is True   # rows 0-3 target, 4-7 source, 8-9 target
+    ws, wt = _layerwise_check(sw.sbm, 10, sw.style_dim)
+    w, _ = sw.sbm(ws, wt)
+    (w * torch.randn_like(w)).sum().backward()
+    assert float(sw.sbm.blend_prior.grad.abs().max()) > 0
+    assert float(sw.sbm.layers[-1].to_v[1].weight.grad.abs().max()) > 0
+    gan_path, gen, _ = _rosinality_file(tmp_path)
+    model, _ = checkpoints.swapper_from_parts(None, gan_path, sbm_layers=2, sbm_heads=2)
+    with torch.no_grad():
+        _layerwise_check(model.sbm, model.n_styles, model.style_dim, seed=1)
+
+
+def test_swapper_files_from_before_the_blend_prior_still_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    old = Swapper(sbm_blend_prior=False, **TINY)
+    path = str(tmp_path / "old.safetensors")
+    config = dict(old.config)
+    del config["sbm_blend_prior"]
+    save_file({k: v.contiguous() for k, v in old.state_dict().items()}, path,
+              metadata={"format": checkpoints.FORMAT, "config": json.dumps(config)})
+    again = checkpoints.load_swapper(path)
+    assert again.sbm.blend_prior is None
+    assert all(torch.equal(v, load_file(path)[k]) for k, v in again.state_dict().items())

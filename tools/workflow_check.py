@@ -5,7 +5,10 @@ classes, turned into the same shape without a server (``pack_schemas``).
 
 Usage::
 
-    python -m tools.workflow_check FILE... [--object-info PATH] [--to-api OUT] [--no-pack]
+    python -m tools.workflow_check FILE... [--object-info PATH | --server URL] [--to-api OUT] [--no-pack]
+
+``--server http://127.0.0.1:8188`` reads the schemas from a running ComfyUI (its ``GET /object_info``, with
+every custom pack it loaded), so no saved answer is needed.
 
 Results: ``check_api`` and ``check_ui`` return a ``CheckResult`` with ``errors`` and ``warnings`` (lists
 of strings, each naming the node as ``node 12 (KSampler)``); it unpacks as ``errors, warnings = ...``.
@@ -143,16 +146,46 @@ def pack_schemas() -> dict:
     return out
 
 
-def load_schemas(object_info_path: Optional[str] = None, include_pack: bool = True) -> dict:
-    """class_type -> /object_info-shaped schema: core nodes from the saved answer plus the pack's."""
-    path = object_info_path or default_object_info_path()
-    if not path or not os.path.isfile(path):
-        looked = path or "$SWAPFORGE_OBJECT_INFO, ../shared/comfyui/object_info.json, tools/object_info_core.json"
-        raise FileNotFoundError(
-            f"SwapForge: no object_info JSON found (looked at {looked}). "
-            "Save GET /object_info from a ComfyUI server and pass it with --object-info.")
-    with open(path, encoding="utf-8") as f:
-        schemas = json.load(f)
+def fetch_object_info(server: str, timeout: float = 60.0) -> dict:
+    """GET <server>/object_info from a running ComfyUI (every node it has loaded, custom packs included).
+    Raises ConnectionError naming the URL and what to check when the server cannot be read."""
+    import urllib.error
+    import urllib.request
+
+    base = server.strip().rstrip("/")
+    if "://" not in base:
+        base = "http://" + base
+    url = base + "/object_info"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            data = json.loads(r.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ConnectionError(
+            f"SwapForge: could not read {url} ({type(e).__name__}: {getattr(e, 'reason', e)}). Expected a running "
+            "ComfyUI server at that address (for example http://127.0.0.1:8188); start ComfyUI or fix the "
+            "address, or check against a saved answer with --object-info.") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConnectionError(f"SwapForge: {url} did not answer with node schemas (a JSON object of objects). "
+                              "Point --server at a ComfyUI server.")
+    return data
+
+
+def load_schemas(object_info_path: Optional[str] = None, include_pack: bool = True,
+                 server: Optional[str] = None) -> dict:
+    """class_type -> /object_info-shaped schema: the core nodes from a running server's GET /object_info
+    (``server``) or a saved answer, plus the pack's own (a node the source already has is kept as it is)."""
+    if server:
+        schemas = fetch_object_info(server)
+    else:
+        path = object_info_path or default_object_info_path()
+        if not path or not os.path.isfile(path):
+            looked = path or "$SWAPFORGE_OBJECT_INFO, ../shared/comfyui/object_info.json, tools/object_info_core.json"
+            raise FileNotFoundError(
+                f"SwapForge: no object_info JSON found (looked at {looked}). Check against a running ComfyUI "
+                "with --server http://127.0.0.1:8188, or save GET /object_info from one and pass it with "
+                "--object-info.")
+        with open(path, encoding="utf-8") as f:
+            schemas = json.load(f)
     if include_pack:
         for key, schema in pack_schemas().items():
             schemas.setdefault(key, schema)  # core nodes cannot be overridden, as in ComfyUI
@@ -772,14 +805,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.workflow_check",
                                  description="Check ComfyUI workflow JSON (UI or API format) offline.")
     ap.add_argument("files", nargs="+", metavar="FILE")
-    ap.add_argument("--object-info", help="saved GET /object_info JSON (default: see load_schemas)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--object-info", help="saved GET /object_info JSON (default: see load_schemas)")
+    src.add_argument("--server", metavar="URL",
+                     help="read the schemas from a running ComfyUI's GET /object_info, e.g. http://127.0.0.1:8188")
     ap.add_argument("--no-pack", action="store_true", help="do not import the pack's node classes")
     ap.add_argument("--to-api", metavar="OUT",
                     help="write the API prompt: a file for one input, a folder for several")
     args = ap.parse_args(argv)
     try:
-        schemas = load_schemas(args.object_info, include_pack=not args.no_pack)
-    except FileNotFoundError as e:
+        schemas = load_schemas(args.object_info, include_pack=not args.no_pack, server=args.server)
+    except (FileNotFoundError, ConnectionError) as e:
         print(e, file=sys.stderr)
         return 1
     failed = False

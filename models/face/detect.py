@@ -197,7 +197,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
     """insightface backend on a local model pack folder `<root>/models/<pack>` (never downloads).
 
     Detection (SCRFD / RetinaFace) gives boxes, scores and the 5 keypoints; the 68 landmarks are the
-    (x, y) of landmark_3d_68 when the pack has that model (zeros otherwise); embeddings are ArcFace's.
+    (x, y) of landmark_3d_68 when the pack has that model, else NaN (marked missing: records.has_landmarks68,
+    and every consumer that needs them says so); embeddings are ArcFace's.
     The detector keeps faces scoring at least 0.1 (its own minimum here); detect_faces filters further.
     same_person_cosine = 0.4 (ArcFace unit embeddings: same person typically 0.5-0.8, others < 0.2).
     """
@@ -253,16 +254,16 @@ class InsightFaceAnalyzer(FaceAnalyzer):
 
     def detect(self, image_u8: np.ndarray) -> FrameFaces:
         """See FaceAnalyzer.detect."""
-        from insightface.app.common import Face
-
         bgr = np.ascontiguousarray(_check_u8(image_u8)[..., ::-1])
         bboxes, kpss = self._det.detect(bgr, max_num=0, metric="default")
         n = 0 if bboxes is None else len(bboxes)
         if n == 0:
             return FrameFaces.empty()
         kps = np.asarray(kpss, np.float32).reshape(n, 5, 2) if kpss is not None else np.zeros((n, 5, 2))
-        lms = np.zeros((n, 68, 2), np.float32)
+        lms = np.full((n, 68, 2), np.nan, np.float32)  # no 68-point model: marked missing, never zeros
         if self._lmk is not None:
+            from insightface.app.common import Face
+
             for i in range(n):
                 face = Face(bbox=bboxes[i, :4], kps=kps[i], det_score=bboxes[i, 4])
                 self._lmk.get(bgr, face)
@@ -428,7 +429,7 @@ def draw_faces(images: np.ndarray, faceset: FaceSet) -> np.ndarray:
                 label += f" #{int(faces.track_ids[i])}"
             cv2.putText(canvas, label, (x0, max(y0 - 3 * thick, 10 * thick)), cv2.FONT_HERSHEY_SIMPLEX, font,
                         color, thick, cv2.LINE_AA)
-            if np.any(faces.landmarks68[i]):
+            if np.any(faces.landmarks68[i]) and np.all(np.isfinite(faces.landmarks68[i])):
                 for x, y in faces.landmarks68[i]:
                     cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), dot, (255, 255, 255), -1)
             for k, (x, y) in enumerate(faces.kps5[i]):

@@ -220,3 +220,64 @@ def select_by_identity(analyzer: FaceAnalyzer, images: np.ndarray, faceset: Face
             order = order[:1]
         frames.append(faces.take(order))
     return faceset.with_frames(frames)
+
+
+# ---------------------------------------------------------------- one person across the frames of a video
+
+def frame_track_ids(faces) -> List[np.ndarray]:
+    """Per frame, the track ids of its faces (int64 [N_i], -1 = untracked), of a FaceSet or a PartSet (whose
+    faces are those of the FaceSet it was made from, in the same order)."""
+    ids = getattr(faces, "track_ids", None)          # a PartSet's (read by attribute: the pack and the tests
+    if ids is not None:                               # may hold two copies of the record classes)
+        return [np.asarray(t, np.int64).reshape(len(f)) for t, f in zip(ids, faces.frames)]
+    return [np.asarray(f.track_ids, np.int64) if hasattr(f, "track_ids") else np.full(len(f), -1, np.int64)
+            for f in faces.frames]
+
+
+def is_tracked(faces) -> bool:
+    """True when any face of the set carries a track id (Track Faces gives every face one)."""
+    return any(bool(np.any(t >= 0)) for t in frame_track_ids(faces))
+
+
+def _track_of_person(ids: List[np.ndarray], k: int) -> Optional[int]:
+    """The track id of person k of a tracked set: the k-th smallest track id present (None if fewer)."""
+    present = sorted({int(t) for frame in ids for t in frame if t >= 0})
+    return present[k] if k < len(present) else None
+
+
+def person_per_frame(faces, face_index: int) -> List[Optional[int]]:
+    """The same person in every frame: per frame, the index (into that frame's faces) of the face to use, or
+    None where that person has no face. `faces` is a FaceSet or a PartSet.
+
+    The rule, shared by Face Swap, FuseAnyPart and the GSwap Body Tracker:
+    - tracked set (after Track Faces: `is_tracked`): `face_index` k names a PERSON, the k-th track of the set
+      in track-id order. Straight after Track Faces that is track #k (ids count people in order of first
+      appearance, so 0 is face 0 of the first frame with faces); after Select Faces kept some tracks, 0 is the
+      lowest id left. Each frame gives the face with that track id, wherever it sorts in the frame, or None
+      where the person is absent: a frame never switches to somebody else.
+    - untracked set (Detect or Select Faces): face k of each frame in the frame's own order (Detect Faces'
+      `order`), or None where the frame has fewer faces. On a video this may be a different person from frame
+      to frame: track the faces first.
+    """
+    k = int(face_index)
+    if k < 0:
+        raise ValueError(f"SwapForge: face index {face_index} names no face; expected 0 or more.")
+    ids = frame_track_ids(faces)
+    if is_tracked(faces):
+        tid = _track_of_person(ids, k)
+        out: List[Optional[int]] = []
+        for t in ids:
+            hit = np.flatnonzero(t == tid) if tid is not None else []
+            out.append(int(hit[0]) if len(hit) else None)
+        return out
+    return [k if k < len(t) else None for t in ids]
+
+
+def person_label(faces, face_index: int) -> str:
+    """How reports name the person person_per_frame picks: "track #id" (or "person k" when the set has fewer
+    tracks) on a tracked set, "face k" on an untracked one."""
+    k = int(face_index)
+    if not is_tracked(faces):
+        return f"face {k}"
+    tid = _track_of_person(frame_track_ids(faces), k)
+    return f"track #{tid}" if tid is not None else f"person {k} (the faces have fewer tracks)"

@@ -32,7 +32,8 @@ def _f32(a, shape_tail: Tuple[int, ...]) -> np.ndarray:
 class FrameFaces:
     """The faces found in one frame. N faces, arrays aligned on the first axis.
 
-    boxes [N,4] x0,y0,x1,y1 px; scores [N]; kps5 [N,5,2]; landmarks68 [N,68,2];
+    boxes [N,4] x0,y0,x1,y1 px; scores [N]; kps5 [N,5,2]; landmarks68 [N,68,2] (NaN for a face whose
+    analyzer gives no 68 landmarks, see has_landmarks68);
     track_ids [N] int64 (-1 when not tracked); interpolated [N] bool (True for an entry that a tracker
     filled in for a frame where the detector lost the face: usable geometry, but not a detection).
     """
@@ -72,6 +73,20 @@ class FrameFaces:
         idx = np.asarray(idx, np.int64).reshape(-1)
         return FrameFaces(self.boxes[idx], self.scores[idx], self.kps5[idx], self.landmarks68[idx],
                           self.track_ids[idx], self.interpolated[idx])
+
+
+def has_landmarks68(landmarks68) -> bool:
+    """True when one face's 68 landmarks are usable. An analyzer that cannot give them (an insightface pack
+    without its 68-point model) marks them NaN instead of zeros that a consumer would take for points."""
+    a = np.asarray(landmarks68, np.float64)
+    return bool(a.size and np.all(np.isfinite(a)))
+
+
+def no_landmarks68_message(what: str) -> str:
+    """The error a consumer of the 68 landmarks gives for a face without them (see has_landmarks68)."""
+    return (f"SwapForge: {what} needs each face's 68 landmarks, but the face analyzer gave none (an insightface "
+            f"pack without its 68-point model, 1k3d68.onnx in buffalo_l, marks them missing). Put the 68-point "
+            f"model in the pack's folder, or pick an embedded dlib backend in Face Model Loader.")
 
 
 @dataclass
@@ -170,8 +185,10 @@ class PartBoxes:
 @dataclass
 class PartSet:
     """SWAPFORGE_PARTS: per frame, per face (same order as the FaceSet), the part boxes. Empty list for a
-    frame with no face."""
+    frame with no face. track_ids: per frame, the faces' track ids (int64 [N_i], -1 untracked), copied from
+    the FaceSet (None: untracked), so a consumer can follow one tracked person (identity.person_per_frame)."""
 
     frames: List[List[PartBoxes]]
     frame_size: Tuple[int, int]
     source: str = "landmarks"
+    track_ids: Optional[List[np.ndarray]] = None

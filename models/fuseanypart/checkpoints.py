@@ -22,6 +22,7 @@ import zipfile
 
 import torch
 
+from ..safe_load import UnsafeCheckpointError, load_torch_file
 from .injection import SD15_ATTN2_NAMES, LayerProjectors, PartMLP
 
 EXPORT_FORMAT = "swapforge_fap_v1"
@@ -67,7 +68,11 @@ def load_fap_state(path: str) -> dict:
         state = _load_export(path)
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
+        except UnsafeCheckpointError as exc:
+            raise FapCheckpointError(
+                f"SwapForge: {path} is not a plain FuseAnyPart weights file ({exc}). Expected the authors' "
+                f"fap.bin (about 3.4 GB, tensors only) or the pack's .safetensors export.") from None
         except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
             raise FapCheckpointError(
                 f"SwapForge: {path} is not a readable FuseAnyPart checkpoint (truncated or corrupt: {exc}). "

@@ -3,14 +3,19 @@
 FuseAnyPart encodes four images separately with CLIP (their penultimate hidden states, 257 tokens = CLS +
 a 16 x 16 patch grid, feed the Mask-based Fusion Module, paper eq. 3, see fusion.py):
 
-- the target face with its eyes, nose and mouth boxes painted a flat skin colour (`skin_fill_target`);
-  the same skin-filled image is VAE-encoded as the masked reference latent of the 9-channel UNet;
+- the target face with the boxes of the parts being swapped painted a flat skin colour (`skin_fill_target`);
+  a part that is kept stays as it is (paper eq. 3 keeps the target's features there); the same image is
+  VAE-encoded as the masked reference latent of the 9-channel UNet;
 - one reference image per swapped part: the source image black everywhere except that part's box, which
   stays where it is in the frame, not cropped (`reference_input`);
 - for the unconditional branch of classifier-free guidance, an input that is all zero after CLIP
-  normalisation (`zero_image` / `zero_pixel_values`).
+  normalisation (`zero_pixel_values`, fed to the encoder without preprocessing; `zero_image` is the 0..1
+  image closest to it, for an encoder that only takes images).
 
-The inpainting mask is the union of the target's part boxes at full resolution, nearest-resized to the
+Before CLIP's own 224 px preprocessing the authors resize every input to 256 px with PIL's bicubic filter
+(`authors_resize`); the pack does the same by default.
+
+The inpainting mask is the union of the swapped parts' boxes at full resolution, nearest-resized to the
 latent size (`boxes_mask`, `latent_mask`).
 
 Conventions: images are torch float tensors [B, H, W, 3] in 0..1 (ComfyUI IMAGE layout). Part boxes are
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -177,10 +183,12 @@ def zero_image(size: int = CLIP_SIZE) -> torch.Tensor:
     zero *after* normalisation, not a black image. Two conventions follow:
 
     - ComfyUI: CLIP_VISION.encode_image normalises internally ((x - CLIP_MEAN) / CLIP_STD, after
-      quantising x to 8 bits), so it must be given the 0..1 image whose normalisation is zero: every pixel
-      equal to CLIP_MEAN. That is what this function returns. A black 0..1 image would normalise to
-      -mean/std (about -1.8) and give other features. After ComfyUI's 8-bit rounding the normalised value
-      is within 0.5/255/std (under 0.0075) of zero.
+      quantising x to 8 bits), so the closest it can be given is the 0..1 image whose normalisation is zero:
+      every pixel equal to CLIP_MEAN. That is what this function returns; after ComfyUI's 8-bit rounding the
+      normalised value is only within 0.5/255/std (under 0.0075) of zero. The pack therefore feeds
+      `zero_pixel_values` to the CLIP model itself (nodes/services.clip_vision_pixels), which is exact; this
+      image is the fallback for an encoder that only takes images. (A black 0..1 image would normalise to
+      -mean/std, about -1.8, and give other features.)
     - transformers / diffusers CLIPVisionModel called on pixel values directly (no internal
       normalisation): pass `zero_pixel_values(size)`, literal zeros [1, 3, size, size], exactly as the
       authors do.
@@ -236,6 +244,26 @@ def latent_mask(mask: torch.Tensor, latent_hw: Tuple[int, int]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- CLIP preprocessing
+
+#: The authors' inference resizes every CLIP input to 256 x 256 with PIL (bicubic, Pillow's default) before
+#: CLIPImageProcessor's own 224 px resize and centre crop (FuseAnyPart inference.py, get_clip_image_embeds).
+AUTHORS_CLIP_RESIZE = 256
+
+
+def authors_resize(image: torch.Tensor, size: int = AUTHORS_CLIP_RESIZE) -> torch.Tensor:
+    """The authors' first CLIP step: each image to size x size with PIL's bicubic filter, on 8-bit pixels (their
+    inputs are JPEG files opened with PIL). image [B, H, W, 3] in 0..1 -> [B, size, size, 3] in 0..1 (float32,
+    multiples of 1/255). The standard 224 px preprocessing follows (ComfyUI's CLIP_VISION.encode_image, or
+    preprocess_for_clip)."""
+    from PIL import Image
+
+    image = _check_image(image)
+    size = int(size)
+    u8 = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    out = [torch.from_numpy(np.array(Image.fromarray(u8[i]).resize((size, size), Image.BICUBIC)))
+           for i in range(len(u8))]
+    return (torch.stack(out).float() / 255.0).to(image.device)
+
 
 def preprocess_for_clip(image: torch.Tensor, size: int = CLIP_SIZE) -> torch.Tensor:
     """Standard CLIP preprocessing for a transformers/diffusers CLIPVisionModel: [B, H, W, 3] -> [B, 3, size, size].

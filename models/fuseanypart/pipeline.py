@@ -42,53 +42,91 @@ def load_fap(path: str) -> Tuple[dict, FapAdapter]:
 
 @dataclass
 class PartFeatures:
-    """SWAPFORGE_PART_FEATURES: CLIP penultimate tokens of the target (parts skin-filled) and of each part
-    reference (black except its box), plus the unconditional tokens, with the boxes they came with.
+    """SWAPFORGE_PART_FEATURES: CLIP penultimate tokens of the target (the parts to swap skin-filled) and of each
+    part reference (black except its box), plus the unconditional tokens, with the boxes they came with.
 
-    target_tokens [B, 257, D]; target_boxes part -> [B, 4] ([y0, x0, y1, x1] normalised);
+    target_tokens [B, 257, D]: the target with the `painted` parts skin-filled (every part with a reference);
+    target_boxes part -> [B, 4] ([y0, x0, y1, x1] normalised);
     sources part -> (tokens [1, 257, D], box [1, 4]) for each connected reference; uncond [1, 257, D].
+    A part that is then not swapped (Mask Fusion's toggle) must keep the target's own features (paper eq. 3),
+    so the target is encoded again with only the swapped parts painted: `target_tokens_for(parts)`, through
+    `encode_target` (kept from the encoder node), once per set of parts.
     """
 
     target_tokens: torch.Tensor
     target_boxes: Dict[str, torch.Tensor]
     sources: Dict[str, Tuple[torch.Tensor, torch.Tensor]]
     uncond: torch.Tensor
+    painted: Tuple[str, ...] = PARTS
+    encode_target: Optional[Callable[[Tuple[str, ...]], torch.Tensor]] = field(default=None, repr=False)
     width: int = field(init=False)
+    _by_parts: Dict[Tuple[str, ...], torch.Tensor] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.width = int(self.target_tokens.shape[-1])
+        self.painted = tuple(p for p in PARTS if p in self.painted)
+        self._by_parts[self.painted] = self.target_tokens
+
+    def target_tokens_for(self, parts) -> torch.Tensor:
+        """Target tokens with exactly `parts` skin-filled (encoded on first use, then kept)."""
+        key = tuple(p for p in PARTS if p in set(parts))
+        if key not in self._by_parts:
+            if self.encode_target is None:
+                raise ValueError(f"SwapForge FuseAnyPart: these part features were encoded with {self.painted or 'no'} "
+                                 f"part(s) painted and cannot re-encode the target for {key or 'no'} part(s). "
+                                 "Connect Mask Fusion to a CLIP Part Encoder of this session.")
+            self._by_parts[key] = self.encode_target(key)
+        return self._by_parts[key]
 
 
 def encode_parts(encode: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
                  target_boxes: List[Mapping[str, object]],
-                 references: Mapping[str, Tuple[torch.Tensor, object]]) -> PartFeatures:
+                 references: Mapping[str, Tuple[torch.Tensor, object]],
+                 encode_uncond: Optional[Callable[[], torch.Tensor]] = None,
+                 pre_resize: Optional[int] = clip_inputs.AUTHORS_CLIP_RESIZE,
+                 encode_later: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> PartFeatures:
     """Build the exact CLIP inputs and encode them (paper sec. on the fusion module; note fuseanypart.md).
 
-    encode: image [N, H, W, 3] in 0..1 -> penultimate tokens [N, 257, D] (ComfyUI's CLIP_VISION normalises
-        inside; clip_inputs.zero_image is chosen so that it normalises to zero, as the authors' input).
-    target [B, H, W, 3]; target_boxes: one part -> box dict per target image.
+    encode: image [N, H, W, 3] in 0..1 -> penultimate tokens [N, 257, D] (ComfyUI's CLIP_VISION preprocesses
+        to 224 px inside).
+    target [B, H, W, 3]; target_boxes: one part -> box dict per target image. Only the parts with a reference
+        are skin-filled in the target (a part without one is kept, paper eq. 3).
     references: part -> (image [1, h, w, 3], box [4]) for the parts to take from a reference; a non-square
         reference is padded with black to a square first (clip_inputs.pad_to_square), its box moved to match.
+    encode_uncond: () -> tokens [1, 257, D] of the input that is zero after normalisation (the authors' exact
+        unconditional input); None: encode(clip_inputs.zero_image()), the closest 0..1 image.
+    pre_resize: the authors' PIL-bicubic resize of every image input before CLIP's own preprocessing (256, the
+        default; clip_inputs.authors_resize); None or 0 skips it (straight to 224).
+    encode_later: the encoder for re-encoding the target with fewer parts painted (PartFeatures.
+        target_tokens_for), default `encode`.
     """
     if target.shape[1] != target.shape[2]:
         raise ValueError(f"SwapForge FuseAnyPart: the target is {target.shape[2]}x{target.shape[1]}; the CLIP grid "
                          "and the 9-channel UNet need square target crops. Use Align & Crop (ffhq, 512).")
     target_boxes = [tb.as_dict() if hasattr(tb, "as_dict") else dict(tb) for tb in target_boxes]
-    tokens = encode(clip_inputs.skin_fill_target(target, target_boxes))
+    prep = (lambda x: clip_inputs.authors_resize(x, pre_resize)) if pre_resize else (lambda x: x)  # noqa: E731
+    bad = [p for p in references if p not in PARTS]
+    if bad:
+        raise ValueError(f"SwapForge FuseAnyPart: unknown part {bad[0]!r}; expected one of {PARTS}.")
+    painted = tuple(p for p in PARTS if p in references)
+    later = encode_later or encode
+
+    def encode_target(parts: Tuple[str, ...], run=later) -> torch.Tensor:
+        return run(prep(clip_inputs.skin_fill_target(target, target_boxes, parts=parts)))
+
+    tokens = encode_target(painted, encode)
     boxes = {p: torch.stack([torch.as_tensor(tb[p], dtype=torch.float32).reshape(4) for tb in target_boxes])
              for p in PARTS}
     sources = {}
     for part, (image, box) in references.items():
-        if part not in PARTS:
-            raise ValueError(f"SwapForge FuseAnyPart: unknown part {part!r}; expected one of {PARTS}.")
         square, box = clip_inputs.pad_to_square(image[:1], box)   # CLIP crops to a square: keep the box true
-        sources[part] = (encode(clip_inputs.reference_input(square, box)), box)
-    uncond = encode(clip_inputs.zero_image().to(target.dtype))
+        sources[part] = (encode(prep(clip_inputs.reference_input(square, box))), box)
+    uncond = encode_uncond() if encode_uncond is not None else encode(clip_inputs.zero_image().to(target.dtype))
     for what, t in [("target", tokens), ("unconditional", uncond)] + [(p, s[0]) for p, s in sources.items()]:
         if t.ndim != 3 or t.shape[1] != 257:
             raise ValueError(f"SwapForge FuseAnyPart: the CLIP encoder gave {tuple(t.shape)} for the {what} image; "
                              "expected [N, 257, D] penultimate tokens of a ViT-*/14 at 224 px (ViT-H/14 for fap.bin).")
-    return PartFeatures(tokens, boxes, sources, uncond)
+    return PartFeatures(tokens, boxes, sources, uncond, painted, encode_target)
 
 
 @torch.no_grad()

@@ -8,10 +8,13 @@ all four images; eyes+nose+mouth; nose+mouth; eyes+mouth; eyes+nose (a single pa
 
 The released ``train.py`` trains another variant; this trainer trains what ``fap.bin``'s inference path
 uses: the PartMLP and the LayerProjectors, injected with FapAttnProcessor (eq. 4) at SD1.5's 16 attn2
-layers of a 9-channel UNet (frozen unless ``--train-unet``). UNet input channel order is the AUTHORS':
-[noisy latent (4), masked reference latent (4), mask (1)]; only the ComfyUI loader reorders.
+layers of a 9-channel UNet (frozen unless ``--train-unet``, except ``conv_in``, which always trains: its
+mask and masked-latent channels start at zero on an SD1.5 base). UNet input channel order is the AUTHORS':
+[noisy latent (4), masked reference latent (4), mask (1)]; a 9-channel SD-inpainting base has its conv_in
+columns moved into that order (``widen_conv_in``); only the ComfyUI loader reorders back.
 
-Per step: skin-fill the target; CLIP-encode target + 3 references (with dropout); fuse (eq. 3); MLP -> C;
+Per step: skin-fill the target; CLIP-encode target + 3 references (with dropout; each resized to 256 px with
+PIL bicubic first, as the authors' inference and the CLIP Part Encoder do, ``--clip-resize``); fuse (eq. 3); MLP -> C;
 masked reference latent = VAE(skin-filled target) * scaling with N(0, 1) noise inside the latent mask;
 noisy latent at a random timestep; UNet(cat[noisy, masked, mask]) with eq. 4 on every attn2; MSE to the
 noise (eq. 5).
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_torch_file
 from . import checkpoints, clip_inputs
 from .dataset import FacePartsDataset, collate
 from .fusion import PARTS, fuse_grids
@@ -159,10 +163,25 @@ def _seeded(seed: int, fn):
 
 
 def widen_conv_in(unet, channels: int = 9):
-    """A 4-channel UNet's conv_in widened to ``channels`` inputs (extra weights zero), authors' order."""
+    """The base UNet's conv_in in the authors' 9-channel input order [noisy latent (4), masked reference
+    latent (4), mask (1)], keeping what each input channel means in the base:
+
+    * a 4-channel base (SD1.5): widened, the 5 new channels' weights zero (as the authors' inference does);
+    * a 9-channel SD-inpainting base, whose order is diffusers' [noisy (4), mask (1), masked image latent (4)]
+      (StableDiffusionInpaintPipeline; ComfyUI's too): its columns moved to the authors' order, so its trained
+      mask and masked-latent weights meet the inputs they were trained on;
+    * anything else: ValueError.
+    conv_in trains in every configuration (FapTrainer), so the new channels learn."""
     conv = unet.conv_in
-    if conv.in_channels == channels:
+    if conv.in_channels == channels == 9:
+        with torch.no_grad():
+            w = conv.weight
+            conv.weight.copy_(torch.cat([w[:, 0:4], w[:, 5:9], w[:, 4:5]], 1))
         return unet
+    if conv.in_channels != 4:
+        raise ValueError(f"SwapForge FuseAnyPart training: the base UNet's conv_in takes {conv.in_channels} input "
+                         f"channels; expected 4 (SD1.5) or 9 (SD1.5 inpainting). Use an SD1.5 or SD1.5-inpainting "
+                         f"UNet as --base-unet.")
     new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
     with torch.no_grad():
         new.weight.zero_()
@@ -171,6 +190,11 @@ def widen_conv_in(unet, channels: int = 9):
     unet.conv_in = new
     unet.register_to_config(in_channels=channels)
     return unet
+
+
+def _has_base(cfg) -> bool:
+    """Whether --base-unet names a UNet to start from ("none" or nothing: a random SD1.5-shaped UNet)."""
+    return bool(cfg.base_unet) and cfg.base_unet.lower() != "none"
 
 
 def attn2_widths(unet) -> List[int]:
@@ -229,6 +253,7 @@ class TrainConfig:
     timesteps: Optional[List[int]] = None   # restrict the sampled timesteps (tests); None = 0..999
     detector: str = "hog"
     align: bool = True
+    clip_resize: int = clip_inputs.AUTHORS_CLIP_RESIZE  # PIL resize before CLIP's 224 px step, as the nodes' default
 
 
 class FapTrainer:
@@ -248,8 +273,9 @@ class FapTrainer:
         self.scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                        beta_schedule="scaled_linear")
         # --- UNet, VAE, CLIP
-        if cfg.tiny:
-            unet = _seeded(cfg.seed + 1, lambda: UNet2DConditionModel(sample_size=cfg.size // 8, **TINY_UNET_CONFIG))
+        if cfg.tiny:  # tiny stand-ins (tests); a given --base-unet is still used, through the same conv_in rules
+            unet = (self._load_unet(cfg, UNet2DConditionModel) if _has_base(cfg) else
+                    _seeded(cfg.seed + 1, lambda: UNet2DConditionModel(sample_size=cfg.size // 8, **TINY_UNET_CONFIG)))
             vae = _seeded(cfg.seed + 2, lambda: AutoencoderKL(sample_size=cfg.size, **TINY_VAE_CONFIG))
             self.clip = TinyClipEncoder(32, seed=cfg.seed + 3)
         else:
@@ -270,6 +296,9 @@ class FapTrainer:
         if cfg.init:
             self._load_init(cfg.init, unet, mlp, projectors)
         unet.requires_grad_(bool(cfg.train_unet))
+        # conv_in always trains: with a frozen UNet its zero-initialised mask / masked-latent channels would never
+        # learn and the model would ignore the inpainting inputs
+        unet.conv_in.requires_grad_(True)
         self.model = FapTrainModel(unet, mlp, projectors, cfg.lam)
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -285,7 +314,7 @@ class FapTrainer:
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
     def _load_unet(cfg, UNet2DConditionModel):
-        if cfg.base_unet and cfg.base_unet.lower() != "none":
+        if _has_base(cfg):
             sub = os.path.join(cfg.base_unet, "unet")
             unet = UNet2DConditionModel.from_pretrained(sub if os.path.isdir(sub) else cfg.base_unet,
                                                         local_files_only=True)
@@ -325,7 +354,10 @@ class FapTrainer:
         b, h, w, _ = target.shape
         filled = clip_inputs.skin_fill_target(target, tboxes)
         refs = [clip_inputs.reference_input(batch["refs"][p][0], batch["refs"][p][1]) for p in PARTS]
-        pix = clip_inputs.preprocess_for_clip(torch.cat([filled] + refs)).to(dev)      # [4B, 3, 224, 224]
+        images = torch.cat([filled] + refs)
+        if self.cfg.clip_resize:  # the authors' inference: PIL bicubic to 256 px before CLIP's 224 px step
+            images = clip_inputs.authors_resize(images, self.cfg.clip_resize)
+        pix = clip_inputs.preprocess_for_clip(images).to(dev)                          # [4B, 3, 224, 224]
         drop = sample_dropout(b, g)                                                    # [B, 4]
         keep = (~drop).T.reshape(-1).to(dev, pix.dtype)                                # image-major like pix
         pix = pix * keep[:, None, None, None]
@@ -376,8 +408,10 @@ class FapTrainer:
     def _trainable_state(self) -> dict:
         core = self.core
         out = {"mlp": core.mlp.state_dict(), "projectors": core.projectors.state_dict()}
-        if self.cfg.train_unet or self.cfg.tiny or not self.cfg.base_unet:
+        if self.cfg.train_unet or not _has_base(self.cfg):
             out["unet"] = core.unet.state_dict()
+        else:
+            out["conv_in"] = core.unet.conv_in.state_dict()   # trains even when the rest of the UNet is frozen
         return out
 
     def state_dict(self) -> dict:
@@ -386,12 +420,14 @@ class FapTrainer:
                 "torch_rng": torch.get_rng_state(), "losses": list(self.losses), "config": asdict(self.cfg)}
 
     def load(self, path: str) -> None:
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        st = load_torch_file(path)  # tensors and plain values only: a checkpoint cannot run code
         core = self.core
         core.mlp.load_state_dict(st["model"]["mlp"])
         core.projectors.load_state_dict(st["model"]["projectors"])
         if "unet" in st["model"]:
             core.unet.load_state_dict(st["model"]["unet"])
+        if "conv_in" in st["model"]:
+            core.unet.conv_in.load_state_dict(st["model"]["conv_in"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.generator.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
@@ -455,11 +491,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--detector", default="hog", choices=("hog", "mmod"))
     ap.add_argument("--no-align", action="store_true", help="photos are already FFHQ-aligned squares")
+    ap.add_argument("--clip-resize", type=int, default=clip_inputs.AUTHORS_CLIP_RESIZE,
+                    help="resize CLIP inputs to this size (PIL bicubic) before the 224 px preprocessing, as the "
+                         "authors' inference and the CLIP Part Encoder's default do; 0: straight to 224")
     a = ap.parse_args(argv)
     return TrainConfig(data=a.data, out=a.out, init=a.init, base_unet=a.base_unet, vae=a.vae, clip=a.clip,
                        steps=a.steps, batch=a.batch, lr=a.lr, weight_decay=a.weight_decay, size=a.size,
                        train_unet=a.train_unet, resume=a.resume, tiny=a.tiny, mixed_precision=a.mixed_precision,
-                       seed=a.seed, lam=a.lam, save_every=a.save_every, detector=a.detector, align=not a.no_align)
+                       seed=a.seed, lam=a.lam, save_every=a.save_every, detector=a.detector, align=not a.no_align,
+                       clip_resize=a.clip_resize)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -13,8 +13,9 @@ from .surface import (EYE_DISTANCE_M, IBUG68_FRONTAL, BodyOutput, BodyParams, Bo
                       apply_transforms, barycentric_points, batch_rodrigues, blend_transforms, embed_landmarks68,
                       ray_cast, rigid_chain)
 from .surface_anny import ANNY_TO_SURFACE, AnnySurface  # noqa: F401
-from .surface_smplx import (SMPLX_LICENCE_SOURCE, SMPLX_PARENTS, SMPLXSurface, smplx_missing_error,  # noqa: F401
-                            synthetic_smplx_arrays, write_synthetic_smplx_npz)
+from .surface_smplx import (SMPLX_LICENCE_SOURCE, SMPLX_PARENTS, SMPLX_REQUIRED_ARRAYS, SMPLXSurface,  # noqa: F401
+                            read_smplx_arrays, smplx_missing_error, synthetic_smplx_arrays,
+                            write_synthetic_smplx_npz)
 from .surface_template import (EYE_LEVEL, HEAD_AXES, TemplateHeadSurface, head_landmarks68,  # noqa: F401
                                head_weights, procedural_head)
 

@@ -12,6 +12,8 @@ import os
 import numpy as np
 import torch
 
+from ..safe_load import load_torch_file, safe_error_text
+
 INPAINT_SOURCE = ("big-lama.pt (LaMa, Apache-2.0, about 200 MB) as the ComfyUI inpainting packs distribute it "
                   "(the Acly/comfyui-inpaint-nodes README links it), or another LaMa-type model spandrel reads")
 
@@ -28,9 +30,9 @@ def read_state_dict(path: str) -> dict:
         from safetensors.torch import load_file
         return load_file(path)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = load_torch_file(path)
     except Exception as e:  # a TorchScript archive or a pickle with code: never unpickled unsafely
-        raise inpaint_file_error(path, f"it cannot be read as plain tensors: {type(e).__name__}") from None
+        raise inpaint_file_error(path, f"it cannot be read as plain tensors: {safe_error_text(e)}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..safe_load import load_torch_file
+
 LPIPS_FILES = ("vgg16-397923af.pth", "vgg.pth")
 # LPIPS ScalingLayer (inputs in -1..1)
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
@@ -71,8 +73,8 @@ class LPIPSVGG(nn.Module):
         paths = [os.path.join(folder, f) for f in LPIPS_FILES]
         if not all(os.path.isfile(p) for p in paths):
             raise lpips_missing_error(folder)
-        vgg = torch.load(paths[0], map_location="cpu", weights_only=True)
-        lin = torch.load(paths[1], map_location="cpu", weights_only=True)
+        vgg = load_torch_file(paths[0])
+        lin = load_torch_file(paths[1])
         return cls(vgg, lin)
 
     def _taps(self, x: Tensor):

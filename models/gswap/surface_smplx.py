@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -21,6 +22,12 @@ SMPLX_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 1
                  21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53]
 
 
+# What smplx.SMPLX reads from the npz (SMPL, SMPL-H and SMPL-X parts); all numeric.
+SMPLX_REQUIRED_ARRAYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table",
+                         "hands_componentsl", "hands_componentsr", "hands_meanl", "hands_meanr", "lmk_faces_idx",
+                         "lmk_bary_coords", "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords")
+
+
 def smplx_missing_error(path: str) -> FileNotFoundError:
     folder = os.path.dirname(path)
     return FileNotFoundError(
@@ -28,6 +35,24 @@ def smplx_missing_error(path: str) -> FileNotFoundError:
         f"in the folder {folder}; it is licence-gated (SMPL-X licence: non-commercial use only, registration "
         f"required) and is never downloaded. Get it from {SMPLX_LICENCE_SOURCE}, put SMPLX_NEUTRAL.npz there "
         f"(the .pkl files are not supported: they need chumpy) and refresh the node.")
+
+
+def read_smplx_arrays(path: str) -> Dict[str, np.ndarray]:
+    """The numeric arrays of an SMPL-X ``.npz``, read with ``allow_pickle=False`` (nothing is unpickled, so the
+    file cannot run code). Entries stored as pickled Python objects (the official file's ``joint2num`` and
+    ``part2num`` dicts, which neither smplx's SMPLX model nor SwapForge use) are skipped."""
+    out: Dict[str, np.ndarray] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            try:
+                out[key] = np.asarray(npz[key])
+            except ValueError:  # "Object arrays cannot be loaded when allow_pickle=False"
+                continue
+    missing = [k for k in SMPLX_REQUIRED_ARRAYS if k not in out]
+    if missing:
+        raise ValueError(f"SwapForge: {path} lacks the numeric SMPL-X arrays {missing}. Expected the official "
+                         f"SMPLX_NEUTRAL.npz from the SMPL-X project's download page (licence-gated).")
+    return out
 
 
 class SMPLXSurface(BodySurface):
@@ -58,14 +83,19 @@ class SMPLXSurface(BodySurface):
             raise ImportError("SwapForge: the SMPL-X surface needs the `smplx` package (pip install smplx==0.1.28); "
                               "install it into ComfyUI's Python and restart.") from e
         self._lbs = smplx_lbs
-        self.model = smplx.SMPLX(path, ext="npz", num_betas=num_betas, num_expression_coeffs=num_expression,
-                                 use_pca=False, flat_hand_mean=True, use_face_contour=True, batch_size=1)
+        data = read_smplx_arrays(path)
+        with tempfile.TemporaryDirectory(prefix="swapforge_smplx_") as tmp:
+            # smplx reads its file with allow_pickle=True; give it a copy holding only the numeric arrays, so
+            # nothing in the user's file is ever unpickled (the official npz has pickled dict entries)
+            clean = os.path.join(tmp, "SMPLX_NEUTRAL.npz")
+            np.savez(clean, **data)
+            self.model = smplx.SMPLX(clean, ext="npz", num_betas=num_betas, num_expression_coeffs=num_expression,
+                                     use_pca=False, flat_hand_mean=True, use_face_contour=True, batch_size=1)
         self.model.requires_grad_(False)
         self.num_betas = int(self.model.num_betas)
         self.num_expression = int(self.model.num_expression_coeffs)
-        data = np.load(path, allow_pickle=True)
         self.register_buffer("faces", torch.as_tensor(np.asarray(data["f"], np.int64)))
-        if "vt" in data.files and "ft" in data.files:
+        if "vt" in data and "ft" in data:
             uv, uv_faces = np.asarray(data["vt"], np.float32), np.asarray(data["ft"], np.int64)
         else:
             v = np.asarray(data["v_template"], np.float64)

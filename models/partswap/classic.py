@@ -22,7 +22,7 @@ import numpy as np
 
 from ..face.color import COLOR_SPACES, match_color
 from ..face.geometry import check_points, umeyama
-from ..face.records import FaceSet
+from ..face.records import FaceSet, has_landmarks68, no_landmarks68_message
 from .blend import BLEND_MODES, blend
 from .parts import PART_LANDMARKS, PARTS, part_masks
 
@@ -169,9 +169,8 @@ def swap_parts_batch(targets, target_faces: FaceSet, sources: Dict[str, Source],
         else:
             frame = tg[i]
             for k in faces:
-                if not np.all(np.isfinite(ff.landmarks68[k])):
-                    raise ValueError(f"SwapForge classic swap: the landmarks of face {k} in frame {i} contain NaN "
-                                     f"or infinite values. Re-run the face detection on these frames.")
+                if not has_landmarks68(ff.landmarks68[k]):
+                    raise ValueError(f"{no_landmarks68_message('The classic part swap')} (frame {i}, face {k})")
                 frame, m = swap_parts_frame(frame, ff.landmarks68[k], srcs, blend_mode, color_match,
                                             dilate_frac, feather_frac)
                 np.maximum(mask[i], m, out=mask[i])

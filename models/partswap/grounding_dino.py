@@ -56,6 +56,7 @@ Swin shrinks its window while the official Swin pads; outputs then differ.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -64,6 +65,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from ..safe_load import load_torch_file
 
 LICENCE = "Apache-2.0"
 SOURCE = ("the IDEA-Research/GroundingDINO GitHub releases (groundingdino_swint_ogc.pth, "
@@ -517,6 +520,7 @@ class GroundingDino:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.variant = variant
+        self.text_encodings = 0  # text-encoder runs inside text_cache blocks (how often a caption was encoded)
 
     @property
     def device(self) -> torch.device:
@@ -532,6 +536,37 @@ class GroundingDino:
         if kwargs:
             self.model.to(**kwargs)
         return self
+
+    @contextlib.contextmanager
+    def text_cache(self):
+        """Within the block, the BERT text encoder runs once per distinct caption: the Part Detector asks about
+        the same prompt for every face of every frame, and only the image side changes. The encoder's output
+        for a caption is kept (keyed by its token ids, masks and positions, compared exactly) and handed back
+        for the same caption; leaving the block drops it. Outputs are the same numbers as without the cache."""
+        backbone = getattr(getattr(self.model, "model", None), "text_backbone", None)
+        if backbone is None:  # an unexpected transformers layout: run uncached
+            yield self
+            return
+        run = backbone.forward
+        hits: list = []  # (tensor arguments, other arguments, output) per caption seen
+
+        def cached(*args, **kwargs):
+            key = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+            plain = tuple(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, torch.Tensor)))
+            for k_args, k_plain, out in hits:
+                if k_plain == plain and len(k_args) == len(key) and all(
+                        a.shape == b.shape and a.device == b.device and torch.equal(a, b) for a, b in zip(k_args, key)):
+                    return out
+            out = run(*args, **kwargs)
+            hits.append(([a.clone() for a in key], plain, out))
+            self.text_encodings += 1
+            return out
+
+        backbone.forward = cached
+        try:
+            yield self
+        finally:
+            del backbone.forward  # back to the class's forward
 
     @torch.no_grad()
     def forward_raw(self, pixel_values: torch.Tensor, caption: str):
@@ -593,7 +628,7 @@ def _read_checkpoint(path: str) -> Dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             obj = load_file(path, device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_torch_file(path)
     except Exception as exc:  # truncated zip, bad pickle, bad header, ...
         size = os.path.getsize(path)
         raise ValueError(
@@ -645,7 +680,7 @@ def _bert_weights_from_folder(bert_dir: str, checkpoint_path: str) -> Dict[str, 
                     from safetensors.torch import load_file
                     raw = load_file(path, device="cpu")
                 else:
-                    raw = torch.load(path, map_location="cpu", weights_only=True)
+                    raw = load_torch_file(path)
             except Exception as exc:
                 raise ValueError(f"SwapForge Grounding DINO: could not read BERT weights {path}: {exc}. "
                                  f"Download them again from {BERT_SOURCE}.") from exc

@@ -29,6 +29,7 @@ text_threshold) -> [Detection-like: box_xyxy, score, label]` (models/partswap/gr
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -198,6 +199,20 @@ def detect_parts(frames: np.ndarray, faceset: FaceSet, detector=None, prompts: O
     phrases, owners = caption_phrases(prompts or DEFAULT_PROMPTS) if detector is not None else ([], [])
     out_frames: List[List[PartBoxes]] = []
     report: List[FaceResult] = []
+    # one caption for the whole run: a detector that can keep its text encoding (GroundingDino.text_cache)
+    # encodes it once instead of once per face
+    cache = getattr(detector, "text_cache", None)
+    with (cache() if cache is not None else contextlib.nullcontext()):
+        _detect_all(frames, faceset, detector, phrases, owners, box_threshold, text_threshold, face_margin,
+                    landmark_margin, size, out_frames, report, on_frame)
+    source = "grounding_dino" if detector is not None else "landmarks"
+    return PartSet(frames=out_frames, frame_size=size, source=source,
+                   track_ids=[ff.track_ids.copy() for ff in faceset.frames]), report
+
+
+def _detect_all(frames, faceset, detector, phrases, owners, box_threshold, text_threshold, face_margin,
+                landmark_margin, size, out_frames, report, on_frame) -> None:
+    """detect_parts' loop over frames and faces (appends to out_frames and report)."""
     for fi, ff in enumerate(faceset.frames):
         boxes = []
         for k in range(len(ff)):
@@ -219,8 +234,6 @@ def detect_parts(frames: np.ndarray, faceset: FaceSet, detector=None, prompts: O
         out_frames.append(boxes)
         if on_frame is not None:
             on_frame()
-    source = "grounding_dino" if detector is not None else "landmarks"
-    return PartSet(frames=out_frames, frame_size=size, source=source), report
 
 
 def check_mask_mode(mode: str, refiner) -> None:

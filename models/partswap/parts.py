@@ -24,7 +24,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from ..face.geometry import check_points
-from ..face.records import FaceSet, PartBoxes, PartSet
+from ..face.records import FaceSet, PartBoxes, PartSet, no_landmarks68_message
 
 PARTS = ("eyes", "nose", "mouth")
 
@@ -41,6 +41,9 @@ PART_COLORS = {"eyes": (1.0, 0.2, 0.2), "nose": (0.2, 1.0, 0.2), "mouth": (0.2, 
 # ---------------------------------------------------------------- validation helpers
 
 def _landmarks(landmarks68, what: str = "landmarks68") -> np.ndarray:
+    a = np.asarray(landmarks68)
+    if a.shape == (68, 2) and np.all(np.isnan(a)):   # the analyzer's mark: it gives no 68 landmarks
+        raise ValueError(no_landmarks68_message("Part boxes and masks from landmarks"))
     return check_points(landmarks68, 68, what, "parts")
 
 
@@ -144,7 +147,8 @@ def compute_parts(faceset: FaceSet, margin: float = 0.1) -> PartSet:
             except ValueError as e:
                 raise ValueError(f"{e} (frame {fi}, face {k})") from None
         frames.append(boxes)
-    return PartSet(frames=frames, frame_size=tuple(faceset.frame_size), source="landmarks")
+    return PartSet(frames=frames, frame_size=tuple(faceset.frame_size), source="landmarks",
+                   track_ids=[ff.track_ids.copy() for ff in faceset.frames])
 
 
 def box_mask(box_yxyx_norm, frame_size) -> np.ndarray:

@@ -47,6 +47,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from ..safe_load import UnsafeCheckpointError, load_torch_file
+
 LICENCE = "Apache-2.0"
 SOURCE = ("the 'Model Checkpoints' section of the facebookresearch/segment-anything README on GitHub "
           "(files on dl.fbaipublicfiles.com/segment_anything/)")
@@ -236,7 +238,9 @@ def _read_state(path: str) -> dict:
                 f"SwapForge: {_where(path)} is not a readable safetensors file (truncated or corrupt: {exc}). "
                 f"Download or convert it again. {_get_it()}") from exc
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path)
+    except UnsafeCheckpointError as exc:
+        raise SamCheckpointError(f"SwapForge: {_where(path)} is not a plain weights file ({exc}). {_get_it()}") from None
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise SamCheckpointError(
             f"SwapForge: {_where(path)} is not a readable PyTorch checkpoint (truncated or corrupt: {exc}). "

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_torch_file
 from .encoder import BottleneckIRSE, ir_se50_units, state_dict_mismatch
 
 CHECKPOINT_FOLDER = "models/swapforge/arcface"
@@ -121,7 +122,7 @@ def load_arcface(path_or_state) -> ArcFaceIRSE50:
         if not os.path.isfile(path):
             raise FileNotFoundError(missing_checkpoint_message(path))
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
         except Exception as exc:
             raise ValueError(f"SwapForge: could not read {path} as ArcFace weights: {exc}. Expected pSp's "
                              f"{CHECKPOINT_NAME}; re-download it if it may be truncated.") from exc

@@ -40,8 +40,11 @@ def _short(names: Sequence[str], n: int = 12) -> str:
 def missing_swapper_message(path: str) -> str:
     return (f"SwapForge: no StyleSwap swapper file at {path}. Expected a .safetensors swapper checkpoint in "
             f"{WEIGHTS_FOLDER}. No public weights exist for this paper (High-Fidelity Face Swapping with Style "
-            f"Blending, arXiv 2312.10843): train one with the pack's trainer `python -m models.styleswap.train` "
-            f"and put the file there, then refresh the node.")
+            f"Blending, arXiv 2312.10843): train one with the pack's trainer `python -m models.styleswap.train`, "
+            f"or compose a starting point from a rosinality StyleGAN2 generator and a pSp/e4e encoder with "
+            f"`python -m models.styleswap.checkpoints --stylegan2 stylegan2-ffhq-config-f.pt --psp "
+            f"psp_ffhq_encode.pt --out {WEIGHTS_FOLDER}/composed.safetensors`; put the file there, then refresh "
+            f"the node.")
 
 
 def save_swapper(swapper: Swapper, path: str, extra_metadata: Optional[Mapping[str, str]] = None) -> None:
@@ -89,6 +92,7 @@ def load_swapper(path: str) -> Swapper:
                          f"with their own loaders.")
     try:
         config = json.loads(meta.get("config", ""))
+        config.setdefault("sbm_blend_prior", False)   # files from before the prior existed: eq. 2 as trained
         swapper = Swapper(**config)
     except Exception as exc:
         raise ValueError(f"SwapForge: the config stored in {path} does not describe a swapper this pack can build "
@@ -186,7 +190,9 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
     * encoder: the pSp / e4e encoder of ``psp_path`` (split 3/4/11, its latent_avg folded into the head
       biases), or, with ``psp_path=None``, a randomly initialised encoder with the paper's 6/6/6 split
       whose codes start at the generator's latent_avg (pSp's start_from_latent_avg), to be trained;
-    * SBM: randomly initialised (torch seed ``seed``) — untrained, so the blend is not yet a face swap;
+    * SBM: attention randomly initialised (torch seed ``seed``) and started as the layer-wise blend
+      (``sbm.StyleBlendingModule.init_layerwise_blend``): the target's coarse styles (pose), the source's
+      middle styles (identity), the target's fine styles (colour, light), so it swaps before any training;
     * shortcut: zero-initialised, so the decoder is the plain generator until trained.
     The warning text says which parts are untrained; show it to the user.
     """
@@ -207,8 +213,9 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
                       shortcut_resolutions=shortcut_resolutions,
                       encoder_kind=encoder.kind if encoder is not None else "psp")
     swapper.decoder.load_state_dict(gen.state_dict(), strict=True)
-    notes = ["SwapForge: this swapper was composed from parts. The Style Blending Module is randomly "
-             "initialised (untrained): its blend of source and target codes is not a face swap yet.",
+    notes = ["SwapForge: this swapper was composed from parts. Its Style Blending Module is untrained and starts "
+             "as the layer-wise blend: the target's coarse styles (rows 0-3, pose), the source's middle styles "
+             "(rows 4-7, identity) and the target's fine styles (rows 8 and up, colour and light).",
              "The target-feature shortcut is zero-initialised (inactive until trained)."]
     if encoder is not None:
         swapper.encoder.load_state_dict(encoder.state_dict(), strict=True)
@@ -218,5 +225,27 @@ def swapper_from_parts(psp_path: Optional[str], stylegan_path: str, sbm_layers: 
         fold_latent_avg(swapper.encoder, gen_avg)
         notes.append("Encoder: randomly initialised (paper split); its codes start at the generator's "
                      "latent_avg." if gen_avg is not None else "Encoder: randomly initialised (paper split).")
-    notes.append("Train it with `python -m models.styleswap.train` before expecting swaps.")
+    notes.append("Train it with `python -m models.styleswap.train` for the paper's learned blend.")
     return swapper.eval(), " ".join(notes)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m models.styleswap.checkpoints --stylegan2 G.pt [--psp E.pt] --out swapper.safetensors``:
+    compose a swapper (:func:`swapper_from_parts`) and save it where the StyleSwap Loader lists it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m models.styleswap.checkpoints",
+                                 description="Compose a StyleSwap swapper from public parts and save it.")
+    ap.add_argument("--stylegan2", required=True, help="rosinality StyleGAN2 checkpoint (stylegan2-ffhq-config-f.pt)")
+    ap.add_argument("--psp", default=None, help="pSp/e4e encoder (psp_ffhq_encode.pt); omit for a random encoder")
+    ap.add_argument("--out", required=True, help=f"the .safetensors to write (the loader reads {WEIGHTS_FOLDER})")
+    args = ap.parse_args(argv)
+    swapper, notes = swapper_from_parts(args.psp, args.stylegan2)
+    save_swapper(swapper, args.out, extra_metadata={"composed_from": " + ".join(
+        os.path.basename(p) for p in (args.psp, args.stylegan2) if p)})
+    print(notes)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

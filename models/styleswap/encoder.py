@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_torch_file
 from .ops import EqualLinear
 
 PSP_SPLIT = (3, 4, 11)  # pSp / e4e: heads 0-2 on the 16 px map, 3-6 on 32 px, 7-17 on 64 px
@@ -288,7 +289,7 @@ def _read_checkpoint(path_or_state) -> Mapping:
     if not os.path.isfile(path):
         raise FileNotFoundError(missing_checkpoint_message(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch_file(path)
     except Exception as exc:  # pickle with non-tensor objects, truncated download, ...
         raise ValueError(f"SwapForge: could not read {path} as a pSp/e4e checkpoint with torch.load("
                          f"weights_only=True): {exc}. Expected the authors' released .pt file (a dict "

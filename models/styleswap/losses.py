@@ -12,7 +12,8 @@ paper's weights (:data:`LOSS_WEIGHTS`) apply to these normalised terms.
 Terms (paper name -> function):
 * adversarial (hinge, multi-scale D): :func:`hinge_d`, :func:`hinge_g`
 * L_id = 1 - cos(F_id(out), F_id(Is)): :func:`identity_loss`
-* L_con, InfoNCE with tau = 0.07: :func:`infonce_loss` / :func:`infonce_from_embeddings`
+* L_con, InfoNCE with tau = 0.07 as eq. 9 (positive in the numerator only): :func:`infonce_loss` /
+  :func:`infonce_from_embeddings`
 * L_rec = 0.5 ||out - It||^2 when Is = It: :func:`reconstruction_loss`
 * L_lm = 0.5 ||F_lm(It) - F_lm(out)||^2: :func:`landmark_loss`
 * L_swap, dual swap consistency: :func:`dual_swap_consistency`
@@ -65,10 +66,18 @@ def identity_loss(id_model, out: torch.Tensor, source: torch.Tensor) -> torch.Te
 
 
 def infonce_from_embeddings(e_out: torch.Tensor, e_pos: torch.Tensor, e_neg: torch.Tensor, tau: float = TAU,
-                            negative_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """InfoNCE on unit embeddings: for item i with logits l_0 = cos(out_i, pos_i) / tau and
-    l_k = cos(out_i, neg_ik) / tau (k = 1..K, only where negative_mask[i, k]),
-    loss_i = -log(exp(l_0) / (exp(l_0) + sum_k exp(l_k))); returns the batch mean.
+                            negative_mask: Optional[torch.Tensor] = None,
+                            include_positive: bool = False) -> torch.Tensor:
+    """L_con, paper eq. 9, on unit embeddings: for item i with S_p = cos(out_i, pos_i) and the negatives' S_k =
+    cos(out_i, neg_ik) (the target's S_t and the other faces' S_n, k = 1..K, only where negative_mask[i, k]),
+
+        loss_i = -log( exp(S_p / tau) / sum_k exp(S_k / tau) ) = logsumexp_k(S_k / tau) - S_p / tau,
+
+    the positive in the numerator only, as eq. 9 writes its denominator exp(S_t) + sum_n exp(S_n). (The common
+    InfoNCE of van den Oord et al. also puts the positive in the denominator, which bounds the loss below by 0;
+    ``include_positive=True`` gives that form.) Eq. 9 has no denominator for an item without any negative: such
+    items are left out of the batch mean (with include_positive they count as 0, log 1), and when no item has a
+    negative the result is 0, still connected to e_out's graph.
 
     e_out, e_pos [B, D]; e_neg [B, K, D] (per item) or [K, D] (shared by all items);
     negative_mask [B, K] bool (None = all negatives used). Embeddings are normalised here."""
@@ -82,8 +91,13 @@ def infonce_from_embeddings(e_out: torch.Tensor, e_pos: torch.Tensor, e_neg: tor
         neg = torch.einsum("bd,bkd->bk", e_out, e_neg)
     if negative_mask is not None:
         neg = neg.masked_fill(~negative_mask.to(torch.bool), float("-inf"))
-    logits = torch.cat([pos, neg], 1) / tau
-    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+    if include_positive:
+        return -torch.log_softmax(torch.cat([pos, neg], 1) / tau, dim=1)[:, 0].mean()
+    has_neg = torch.isfinite(neg).any(1)
+    if not bool(has_neg.any()):
+        return e_out.sum() * 0.0
+    lse = torch.logsumexp(neg[has_neg] / tau, dim=1)
+    return (lse - pos[has_neg, 0] / tau).mean()
 
 
 def infonce_loss(id_model, out: torch.Tensor, source: torch.Tensor, negatives: torch.Tensor, tau: float = TAU,

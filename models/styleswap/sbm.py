@@ -27,6 +27,17 @@ The sigmoid form is the same number and cannot overflow (the exponential form gi
   cross-attention block: s^{l+1} = LN(s^l + A^t_l), t^{l+1} = LN(t^l + A^s_l). The last layer's A^t, A^s
   enter eq. 2 directly. Each layer has its own projections (and LayerNorms, per stream unless shared).
   With ``n_layers=1`` the module is exactly the paper's two formulas and eq. 2.
+* Starting point (``blend_prior=True``, what :class:`~models.styleswap.swapper.Swapper` uses): an untrained
+  SBM should already swap, but its attention cannot give each style element its own weight: nothing in it
+  says which of the n_styles rows a code is (no positional term), and a value projection that ignores its
+  input gives every row the same value. So the module gets one learnable per-element prior beta
+  [n_styles, dim] inside eq. 2's sigmoid, A_w^t = sigmoid(A^t - A^s + beta) (beta = 0 is eq. 2 exactly), and
+  :meth:`StyleBlendingModule.init_layerwise_blend` sets the last layer's value projections to zero (so
+  A^t = A^s = 0 for any codes) and beta to +/- ``margin`` per row: the target's coarse styles (pose), the
+  source's middle styles (identity), the target's fine styles (colour, light), see :func:`layerwise_rows`.
+  With margin 14 every weight is within 1e-6 of 0 or 1, so the untrained module is that layer-wise blend to
+  float32 precision, while its gradient (sigmoid' = 8e-7 times the upstream one) is not zero: Adam's
+  scale-free steps move it from there.
 
 No ComfyUI import here.
 """
@@ -86,18 +97,34 @@ def blend_weights(a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(a_t - a_s)
 
 
+#: StyleGAN2's W+ rows by what they control (Karras et al. 2019, sec. 3.1): 4-8 px (rows 0-3) coarse: pose,
+#: face shape; 16-32 px (rows 4-7) middle: facial features, i.e. identity; 64 px and up (rows 8-) fine:
+#: colour scheme, light, microstructure.
+COARSE_ROWS = range(0, 4)
+MIDDLE_ROWS = range(4, 8)
+
+
+def layerwise_rows(n_styles: int) -> torch.Tensor:
+    """Bool [n_styles]: True where the layer-wise blend takes the TARGET's style (coarse rows 0-3 and fine rows
+    8-), False where it takes the SOURCE's (middle rows 4-7, the identity)."""
+    take_target = torch.ones(int(n_styles), dtype=torch.bool)
+    take_target[[r for r in MIDDLE_ROWS if r < n_styles]] = False
+    return take_target
+
+
 class StyleBlendingModule(nn.Module):
     """The paper's SBM (Sec. 3.2, eq. 2); see the module docstring for the choices the paper leaves open.
 
     forward(ws [B, n_styles, dim], wt [B, n_styles, dim], strength in 0..1)
         -> (w [B, n_styles, dim], a_w_t [B, n_styles, dim])
-    where W' = A_w^t * Wt + (1 - A_w^t) * Ws (eq. 2) and w = W' + strength * (Wt - W') (computed with
+    where W' = A_w^t * Wt + (1 - A_w^t) * Ws (eq. 2; with blend_prior, A_w^t = sigmoid(A^t - A^s + beta)) and
+    w = W' + strength * (Wt - W') (computed with
     torch.lerp, so strength 0 gives W' and strength 1 gives Wt bit for bit). ``strength`` is a user
     control, not in the paper: it keeps more of the target where the blend looks off.
     """
 
     def __init__(self, dim: int = 512, n_styles: int = 18, n_layers: int = 4, n_heads: int = 8,
-                 shared_qkv: bool = False):
+                 shared_qkv: bool = False, blend_prior: bool = False):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"SwapForge SBM: dim {dim} must be divisible by n_heads {n_heads}.")
@@ -109,6 +136,22 @@ class StyleBlendingModule(nn.Module):
         n = 1 if shared_qkv else 2
         self.norms = nn.ModuleList(nn.ModuleList(nn.LayerNorm(dim) for _ in range(n))
                                    for _ in range(n_layers - 1))
+        # beta of A_w^t = sigmoid(A^t - A^s + beta) (module docstring); absent = 0 = eq. 2 exactly
+        self.blend_prior = nn.Parameter(torch.zeros(n_styles, dim)) if blend_prior else None
+
+    @torch.no_grad()
+    def init_layerwise_blend(self, margin: float = 14.0) -> "StyleBlendingModule":
+        """Make the untrained module the layer-wise blend of :func:`layerwise_rows`: the last layer's value
+        projections (weights and biases, both streams) zero, so A^t = A^s = 0 for any codes, and beta = +margin
+        on the rows taken from the target, -margin on the rows taken from the source. Needs blend_prior."""
+        if self.blend_prior is None:
+            raise ValueError("SwapForge SBM: init_layerwise_blend needs the module built with blend_prior=True.")
+        for lin in self.layers[-1].to_v:
+            lin.weight.zero_()
+            lin.bias.zero_()
+        sign = layerwise_rows(self.n_styles).to(self.blend_prior.dtype) * 2 - 1
+        self.blend_prior.copy_(float(margin) * sign[:, None].expand_as(self.blend_prior))
+        return self
 
     def attend(self, ws: torch.Tensor, wt: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """All cross-attention layers -> the last layer's (A^t, A^s), each [B, n_styles, dim]."""
@@ -133,6 +176,8 @@ class StyleBlendingModule(nn.Module):
             raise ValueError(f"SwapForge SBM: strength must be in 0..1 (0 = the blend, 1 = the target's "
                              f"codes), got {strength}.")
         a_t, a_s = self.attend(ws, wt)
+        if self.blend_prior is not None:
+            a_t = a_t + self.blend_prior
         a_w_t = blend_weights(a_t, a_s)
         w_prime = a_w_t * wt + (1.0 - a_w_t) * ws  # eq. 2
         return torch.lerp(w_prime, wt, strength), a_w_t

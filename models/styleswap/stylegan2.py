@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..safe_load import load_torch_file
 from .ops import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
 __all__ = ["Generator", "load_rosinality", "default_channels", "WEIGHTS_FOLDER"]
@@ -238,7 +239,7 @@ def _read_checkpoint(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(_missing_file_message(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch_file(path)
     except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError variants
         raise RuntimeError(
             f"SwapForge: could not read StyleGAN2 checkpoint {path}: the file is damaged, "

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..face import align, paste
+from ..face.identity import person_label, person_per_frame
 from ..face.records import Crop, CropSet, FaceSet, FrameFaces
 from .encoder import INPUT_SIZE, StyleEncoder, pyramid_levels
 from .sbm import StyleBlendingModule
@@ -66,6 +67,9 @@ class Swapper(nn.Module):
         encoder_input_size: the square size faces are resized to for the encoder (256: pSp's, needed
             for its weights; a smaller power of two >= 32 makes a cheaper encoder). Configs saved
             before this option existed load with 256.
+        sbm_blend_prior: give the SBM its per-element prior and start it as the layer-wise blend (target
+            coarse, source middle, target fine styles; :mod:`.sbm`), so an untrained swapper already swaps.
+            Configs saved before this option existed load without it (their SBM is eq. 2 as trained).
 
     ``config`` holds every constructor argument (JSON-serialisable): ``Swapper(**swapper.config)``
     rebuilds the architecture (see :mod:`.checkpoints`).
@@ -75,7 +79,7 @@ class Swapper(nn.Module):
                  generator_channels: Optional[Mapping] = None, encoder_channels: int = 64,
                  sbm_layers: int = 4, sbm_heads: int = 8, split: Optional[Sequence[int]] = None,
                  shortcut_resolutions: Optional[Sequence[int]] = None, encoder_kind: str = "psp",
-                 encoder_input_size: int = INPUT_SIZE):
+                 encoder_input_size: int = INPUT_SIZE, sbm_blend_prior: bool = True):
         super().__init__()
         gen_channels = None if generator_channels is None else {
             int(r): int(c) for r, c in dict(generator_channels).items()}
@@ -85,7 +89,9 @@ class Swapper(nn.Module):
         levels = pyramid_levels(encoder_input_size)
         self.encoder = StyleEncoder(split, n_styles, style_dim, encoder_channels, kind=encoder_kind,
                                     input_size=encoder_input_size)
-        self.sbm = StyleBlendingModule(style_dim, n_styles, sbm_layers, sbm_heads)
+        self.sbm = StyleBlendingModule(style_dim, n_styles, sbm_layers, sbm_heads, blend_prior=sbm_blend_prior)
+        if sbm_blend_prior:  # a fresh swapper already swaps: the layer-wise blend (sbm.py), training starts there
+            self.sbm.init_layerwise_blend()
         wanted = list(levels) if shortcut_resolutions is None else [int(r) for r in shortcut_resolutions]
         bad = [r for r in wanted if r not in levels]
         if bad:
@@ -108,7 +114,7 @@ class Swapper(nn.Module):
             generator_channels=None if gen_channels is None else {str(r): c for r, c in sorted(gen_channels.items())},
             encoder_channels=int(encoder_channels), sbm_layers=int(sbm_layers), sbm_heads=int(sbm_heads),
             split=list(split), shortcut_resolutions=sorted(set(wanted)), encoder_kind=str(encoder_kind),
-            encoder_input_size=int(encoder_input_size))
+            encoder_input_size=int(encoder_input_size), sbm_blend_prior=bool(sbm_blend_prior))
 
     # ------------------------------------------------------------------ the three stages
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
@@ -353,8 +359,9 @@ def swap_crops(swapper: "Swapper", source_w: torch.Tensor, target_crops: np.ndar
 @dataclass
 class SwapResult:
     """What :func:`swap_faces` returns: frames [B, H, W, 3], mask [B, H, W] (where pixels changed),
-    crops [N, S, S, 3] (the swapped crops; placeholders for faceless frames), cropset (their record, for
-    Paste Back), status (one line per frame)."""
+    crops [N, s, s, 3] (the swapped crops at s = min(crop_size, the swapper's output size); placeholders for
+    faceless frames), cropset (their record, for Paste Back, which resizes them to crop_size), status (one
+    line per frame)."""
 
     frames: np.ndarray
     mask: np.ndarray
@@ -363,16 +370,17 @@ class SwapResult:
     status: List[str] = field(default_factory=list)
 
 
-def _pick(frame: FrameFaces, face_index: int) -> Tuple[FrameFaces, str]:
-    """The faces of one frame to swap, and its status text."""
+def _pick(frame: FrameFaces, face_index: int, k: Optional[int], who: str) -> Tuple[FrameFaces, str]:
+    """The faces of one frame to swap, and its status text. face_index -1: every face; else k is the index of
+    the chosen person's face in this frame (identity.person_per_frame) or None, and ``who`` names the person."""
     if len(frame) == 0:
         return frame, "no face: passed through unchanged"
     if face_index < 0:
         picked, text = frame, f"swapped {len(frame)} face(s)"
-    elif face_index >= len(frame):
-        return frame.take([]), (f"no face {face_index} ({len(frame)} face(s) found): passed through unchanged")
+    elif k is None:
+        return frame.take([]), (f"no {who} ({len(frame)} face(s) found): passed through unchanged")
     else:
-        picked, text = frame.take([face_index]), f"swapped face {face_index}"
+        picked, text = frame.take([k]), f"swapped {who}" + (f" (face {k} here)" if who != f"face {k}" else "")
     n_interp = int(np.count_nonzero(picked.interpolated))
     if n_interp:
         text += f" ({n_interp} filled in by the tracker, not detected)"
@@ -385,22 +393,32 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
                progress: Progress = None) -> SwapResult:
     """Swap the source into every frame of an image or video batch.
 
-    frames [B, H, W, 3] 0..1 with their faces (one FrameFaces per frame). Per chunk of
+    frames [B, H, W, 3] 0..1 with their faces (one FrameFaces per frame). ``face_index`` picks one person
+    with ``identity.person_per_frame``: on tracked faces (Track Faces) the track with that id in every frame,
+    else face ``face_index`` of each frame; -1 swaps every face. Per chunk of
     ``frames_per_chunk`` frames (bounds the memory of crops and activations): FFHQ Align & Crop at
     ``crop_size`` (``align.align_crop``), :func:`swap_crops` on the faces (face ``face_index`` of each
     frame, -1: all), Paste Back through the face-hull masks (``paste.paste_back``: erode, feather,
     color_match). Frames without that face pass through bit-identical and say so in ``status``.
+    Memory: the crop_size crops exist one chunk at a time; only the swapper-size copies are kept.
     progress() once per frame (after its chunk is pasted), so interrupts are seen between chunks.
     """
     frames = np.asarray(frames, np.float32)
     b, h, w = frames.shape[:3]
     faces.check_batch(b, "target")
-    picked = [_pick(f, int(face_index)) for f in faces.frames]
+    face_index = int(face_index)
+    ks = person_per_frame(faces, face_index) if face_index >= 0 else [None] * b
+    who = person_label(faces, face_index) if face_index >= 0 else ""
+    picked = [_pick(f, face_index, k, who) for f, k in zip(faces.frames, ks)]
     sel = faces.with_frames([p[0] for p in picked])
     status = [f"frame {i}: {p[1]}" for i, p in enumerate(picked)]
     out = np.empty_like(frames)
     mask = np.zeros((b, h, w), np.float32)
-    all_crops, records = [], []
+    # The crops come back at the swapper's own size (no more detail exists; Paste Back resizes), written into
+    # one array as each chunk finishes: the crop_size crops live one chunk at a time (a 1024 px crop is 12 MB).
+    keep = min(int(crop_size), int(swapper.size))
+    kept = np.empty((sum(max(len(f), 1) for f in sel.frames), keep, keep, 3), np.float32)
+    n, records = 0, []
     chunk = max(int(frames_per_chunk), 1)
     for a in range(0, b, chunk):
         z = min(a + chunk, b)
@@ -411,11 +429,22 @@ def swap_faces(swapper: "Swapper", source_w: torch.Tensor, frames: np.ndarray, f
             swapped, _ = swap_crops(swapper, source_w, crops[valid], strength, batch=chunk)
             crops[valid] = swapped
         out[a:z], mask[a:z] = paste.paste_back(frames[a:z], crops, info, masks, erode, feather, color_match)
-        all_crops.append(crops)
+        kept[n:n + len(crops)] = _shrink(crops, keep)
+        n += len(crops)
         records += [Crop(c.frame_index + a, c.face_index, c.affine, c.size, c.track_id, c.valid)
                     for c in info.crops]
+        del crops, masks
         if progress is not None:
             for _ in range(a, z):
                 progress()
     cropset = CropSet(records, (h, w), b, "ffhq")
-    return SwapResult(out, mask, np.concatenate(all_crops), cropset, status)
+    return SwapResult(out, mask, kept, cropset, status)
+
+
+def _shrink(crops: np.ndarray, size: int) -> np.ndarray:
+    """Square crops [N, S, S, 3] at size x size (cv2 INTER_AREA; unchanged when S == size)."""
+    if crops.shape[1] == size:
+        return crops
+    import cv2
+
+    return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])

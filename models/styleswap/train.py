@@ -2,7 +2,8 @@
 
     python -m models.styleswap.train --data FOLDER --out DIR [--size 256] [--steps N] [--stage 1|2]
         [--batch 8] [--lr 4e-5] [--resume] [--tiny] [--align] [--arcface model_ir_se50.pth]
-        [--landmarks lm.safetensors] [--init swapper.safetensors] [--ckpt-every 1000]
+        [--landmarks lm.safetensors | --no-landmark-loss] [--distill-steps 2000] [--init swapper.safetensors]
+        [--ckpt-every 1000]
     accelerate launch -m models.styleswap.train ...      (several GPUs; CPU works without launch)
 
 Reading of the paper's schedule. The paper writes "first train E and SBM with D frozen, then unfreeze
@@ -32,7 +33,10 @@ process index). Mixed precision: ``--mixed-precision fp16|bf16`` (accelerate aut
 Outputs in --out: ``ckpt_XXXXXX.pt`` every --ckpt-every steps and at the end (swapper, discriminator,
 both optimisers, step, RNG states, config: --resume continues from the newest one bit-identically),
 ``swapper.safetensors`` (``checkpoints.save_swapper``: what the node loader reads), ``log.jsonl``
-(one JSON line per step with every loss term) and ``config.json``.
+(one JSON line per step with every loss term), ``config.json`` and, unless --landmarks or
+--no-landmark-loss is given, ``landmarks_distilled.safetensors``: the landmark loss's F_lm, a small heatmap
+network distilled from the embedded dlib 68-point predictor on the training faces before step 1 (19 AFLW
+points; ``build_landmarks``), reused when the run is resumed.
 
 Data: a folder of aligned face images, one sub-folder per person; or a flat folder where the identity
 is the file-name prefix (the part before the first "_" or "-", trailing digits removed: "obama2.jpg"
@@ -57,6 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..safe_load import load_torch_file
 from . import losses
 from .discriminator import MultiScaleDiscriminator
 
@@ -88,6 +93,7 @@ class TrainConfig:
     landmarks: Optional[str] = None
     init: Optional[str] = None
     no_landmark_loss: bool = False
+    distill_steps: int = 2000  # steps of the landmark model's distillation (default F_lm, see build_landmarks)
     weights: Dict[str, float] = field(default_factory=dict)  # overrides of losses.LOSS_WEIGHTS
     mixed_precision: str = "no"
     disc_channels: int = 64
@@ -248,7 +254,15 @@ def build_identity(cfg: TrainConfig):
                             " Pass its path with --arcface (or --tiny for a smoke run with random nets).")
 
 
-def build_landmarks(cfg: TrainConfig):
+LANDMARKS_FILE = "landmarks_distilled.safetensors"
+
+
+def build_landmarks(cfg: TrainConfig, dataset: Optional["FaceFolder"] = None, accelerator=None):
+    """F_lm of the landmark loss: --landmarks (a HeatmapLandmarks file); --tiny: a random tiny net (smoke
+    runs); else (the default) a HeatmapLandmarks distilled from the embedded dlib 68-point predictor on the
+    training faces (landmarks.teacher_landmarks + distill_landmarks, --distill-steps), written to
+    ``<out>/landmarks_distilled.safetensors`` once and read back on later runs and resumes. None with
+    --no-landmark-loss."""
     from .landmarks import HeatmapLandmarks, load_landmarks
 
     if cfg.no_landmark_loss:
@@ -258,8 +272,41 @@ def build_landmarks(cfg: TrainConfig):
     if cfg.tiny:
         torch.manual_seed(cfg.seed + 2)
         return HeatmapLandmarks(channels=8, depth=1).eval().requires_grad_(False)
-    raise FileNotFoundError("SwapForge train: the landmark loss needs a landmark model. Pass a HeatmapLandmarks "
-                            "state dict with --landmarks, or turn the term off with --no-landmark-loss.")
+    path = os.path.join(cfg.out, LANDMARKS_FILE)
+    is_main = accelerator is None or accelerator.is_main_process
+    if is_main and not os.path.isfile(path):
+        if dataset is None:
+            raise ValueError("SwapForge train: distilling the landmark model needs the training faces.")
+        distill_landmark_model(cfg, dataset, path, accelerator.device if accelerator is not None else "cpu")
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return load_landmarks(path)
+
+
+def distill_landmark_model(cfg: TrainConfig, dataset: "FaceFolder", path: str, device="cpu") -> str:
+    """Label the training faces with the embedded dlib predictor and distill them into a HeatmapLandmarks
+    (19 AFLW points, the paper's F_lm), saved as safetensors at ``path``; prints how well it fits."""
+    from safetensors.torch import save_file
+
+    from .landmarks import distill_landmarks, teacher_landmarks
+
+    points, found = teacher_landmarks(dataset.images)
+    n = int(found.sum())
+    if n == 0:
+        raise ValueError("SwapForge train: the embedded dlib predictor found no face in any training image, so no "
+                         "landmark model can be distilled. Check that --data holds aligned faces (or add "
+                         "--align), pass a landmark model with --landmarks, or drop the term with "
+                         "--no-landmark-loss.")
+    model, err = distill_landmarks(dataset.images[found].to(device), points[found], steps=cfg.distill_steps,
+                                   seed=cfg.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path,
+              metadata={"config": json.dumps(model.config), "teacher": "dlib 68-point predictor -> AFLW-19",
+                        "images": str(n), "train_error_px": f"{err:.4f}"})
+    if not cfg.quiet:
+        print(f"SwapForge train: landmark model distilled from dlib on {n} of {len(found)} training faces "
+              f"({cfg.distill_steps} steps, mean error {err:.2f} px at {cfg.size} px) -> {path}", flush=True)
+    return path
 
 
 def stage_parameters(swapper: nn.Module, stage: int) -> List[nn.Parameter]:
@@ -287,7 +334,11 @@ def set_train_modes(swapper: nn.Module, stage: int) -> None:
 
 # ---------------------------------------------------------------------- checkpoints
 def _rng_state(gen: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG state, in types torch.load(weights_only=True) reads back (numpy's key array as a tensor)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (str(name), torch.from_numpy(np.array(keys, np.int64)), int(pos), int(has_gauss),
+                       float(cached)),
              "sampler": gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -297,7 +348,8 @@ def _rng_state(gen: torch.Generator) -> dict:
 def _set_rng_state(state: dict, gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, np.int64).astype(np.uint32), pos, has_gauss, cached))
     gen.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -376,7 +428,7 @@ def train(cfg: TrainConfig, swapper=None, discriminator=None, id_model=None, lm_
     disc = discriminator if discriminator is not None else build_discriminator(cfg)
     id_model = id_model if id_model is not None else build_identity(cfg)
     if lm_model is None and not cfg.no_landmark_loss:
-        lm_model = build_landmarks(cfg)
+        lm_model = build_landmarks(cfg, dataset, accelerator)
     for m in (id_model, lm_model):
         if m is not None:
             m.eval().requires_grad_(False).to(device)
@@ -395,7 +447,7 @@ def train(cfg: TrainConfig, swapper=None, discriminator=None, id_model=None, lm_
         if path is None:
             raise FileNotFoundError(f"SwapForge train: --resume but no {CKPT_PATTERN} in {cfg.out}. Start without "
                                     f"--resume, or point --out at the run to continue.")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_file(path)  # tensors and plain values only: a checkpoint cannot run code
         if state.get("swapper_config") != swapper.config:
             raise ValueError(f"SwapForge train: {path} holds a swapper with config {state.get('swapper_config')} "
                              f"but this run builds {swapper.config}. Resume with the same --size/--tiny/--init "
@@ -501,7 +553,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     p.add_argument("--curriculum-steps", type=int, default=None)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--arcface", default=None, help="model_ir_se50.pth (pSp's ArcFace)")
-    p.add_argument("--landmarks", default=None, help="HeatmapLandmarks state dict for the landmark loss")
+    p.add_argument("--landmarks", default=None, help="HeatmapLandmarks state dict for the landmark loss (default: "
+                   "one distilled from the embedded dlib predictor on --data before training)")
+    p.add_argument("--distill-steps", type=int, default=2000, help="steps of that distillation")
     p.add_argument("--no-landmark-loss", action="store_true")
     p.add_argument("--init", default=None, help="swapper.safetensors to start from (checkpoints.load_swapper)")
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
@@ -514,7 +568,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
                        resume=a.resume, tiny=a.tiny, align=a.align, ckpt_every=a.ckpt_every, seed=a.seed,
                        p_start=a.p_start, p_end=a.p_end, curriculum_steps=a.curriculum_steps, flip=not a.no_flip,
                        arcface=a.arcface, landmarks=a.landmarks, init=a.init,
-                       no_landmark_loss=a.no_landmark_loss, weights=weights, mixed_precision=a.mixed_precision,
+                       no_landmark_loss=a.no_landmark_loss, distill_steps=a.distill_steps, weights=weights, mixed_precision=a.mixed_precision,
                        threads=a.threads)
 
 

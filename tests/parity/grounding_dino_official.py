@@ -296,7 +296,7 @@ def test_loader_reproduces_official_swint_outputs(tmp_path):
 
     from models.partswap import grounding_dino as gd
 
-    ref = torch.load(os.path.join(out_dir, "official_outputs.pt"), weights_only=False)
+    ref = torch.load(os.path.join(out_dir, "official_outputs.pt"), weights_only=True)
     model = gd.load_grounding_dino(os.path.join(out_dir, "official.pth"),
                                    os.path.join(out_dir, "bert-base-uncased"))
     assert model.variant == "swint_ogc"

@@ -151,7 +151,8 @@ def main(argv=None):
     analyzer = detlib.load_analyzer(a.detector, [], 1)
     det = detlib.detect_faces(analyzer, frames)
     faces, _ = facetrack.track_faces(det)
-    lm, k5, valid, _, note = hslib.face_arrays(faces)
+    lm, k5, valid, interp, note = hslib.face_arrays(faces)
+    valid = valid & ~interp  # faces the tracker only filled in pass through (as in the Head Swap node)
     secs["detect_track_faces"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

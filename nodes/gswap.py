@@ -305,7 +305,7 @@ class SwapForgeGaussianFitter:
         preview = img[:1].copy()
         preview[0, y0:y1, x0:x1] = first["display"].cpu().numpy()
         report = (f"{len(history)} step(s) on {T} frame(s) ({x1 - x0}x{y1 - y0} window), "
-                  f"{avatar.field.num_gaussians} Gaussians ({region}), device {device}, "
+                  f"{avatar.field.num_gaussians} Gaussians ({region}), rasteriser {hslib.rasteriser_name(device)}, "
                   f"perceptual: {avatar.config.get('perceptual')}"
                   + ("" if perceptual is not None else f" (LPIPS weights not found in {lpips_dir})") + "\n"
                   f"loss start {history[0]['total']:.4f} -> end {history[-1]['total']:.4f}\n"
@@ -333,8 +333,9 @@ class SwapForgeNeuralRerenderer:
             "backgrounds": ("IMAGE", {"tooltip": "Target frames with the head removed and inpainted (batch 1 = shared)."}),
             "head_mask": ("MASK", {"tooltip": "Head region per target frame (M_head); batch 1 = shared."}),
         }, "optional": {
-            "target_frames": ("IMAGE", {"tooltip": "The target frames: when given, the output is the render inside "
-                                                   "M_head (feathered) over them, their own pixels outside."}),
+            "target_frames": ("IMAGE", {"tooltip": "The target frames: when given, the output is composited: inside "
+                                                   "M_head the render where the avatar covers and the background "
+                                                   "elsewhere, the target's own pixels outside M_head."}),
         }}
 
     def render(self, avatar, body_model, track, backgrounds, head_mask, target_frames=None):
@@ -351,9 +352,10 @@ class SwapForgeNeuralRerenderer:
         bar = progress(T)
         window = hslib.crop_window([head], hw, 0.04)
         x0, y0, x1, y1 = window
-        device = services.torch_device()
-        avatar.field.to(device)
-        avatar.renderer.to(device)
+        # through ComfyUI's memory manager (ModelPatcher + load_models_gpu): loaded on its device like its models
+        managed = services.ManagedModel(torch.nn.ModuleDict({"field": avatar.field, "renderer": avatar.renderer}))
+        managed.load()
+        device = managed.device
         crops, fores = hslib.render_clip(avatar, body_model, track, bg, head, window, device,
                                          progress=lambda t: bar.update(1))
         masks = np.zeros((T,) + tuple(hw), np.float32)
@@ -361,7 +363,7 @@ class SwapForgeNeuralRerenderer:
         if target_frames is not None:
             tgt = _per_frame(images_np(target_frames), T, "target_frames", "the track")
             _check_size(tgt, hw, "target_frames", "the track's frames")
-            images = np.stack([hslib.composite(tgt[t], crops[t], head[t], window) for t in range(T)])
+            images = np.stack([hslib.composite(tgt[t], crops[t], head[t], window, bg[t], fores[t]) for t in range(T)])
         else:  # the rerendered window over the backgrounds (outside the window the render is the background)
             images = bg.copy()
             images[:, y0:y1, x0:x1] = crops

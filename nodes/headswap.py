@@ -327,10 +327,13 @@ class SwapForgeHeadSwap:
                               "Anny)."}),
             "deterministic": ("BOOLEAN", {"default": False, "tooltip":
                               "Bit-reproducible fit: one CPU thread while fitting (process-wide, restored after)."}),
+            "face_index": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip":
+                           "Which person of the target video: the faces are tracked and numbered in order of first "
+                           "appearance (0 = the first)."}),
         }}
 
     def swap(self, face_model, image, source, steps, seed, colour, hair, source_2=None, source_3=None,
-             body_model=None, inpaint_model=None, uv_resolution=256, deterministic=False):
+             body_model=None, inpaint_model=None, uv_resolution=256, deterministic=False, face_index=0):
         frames = images_np(image)
         T = len(frames)
         cfg = hslib.HeadSwapConfig(fit_steps=int(steps), seed=int(seed), colour=float(colour), hair=float(hair),
@@ -341,7 +344,7 @@ class SwapForgeHeadSwap:
         bar = progress(sum(stages.values()))
         det = detlib.detect_faces(face_model, frames, progress=lambda: bar.update(1))
         faces, _ = facetrack.track_faces(det)
-        lm, k5, valid, interp, note = hslib.face_arrays(faces)
+        lm, k5, valid, interp, note = hslib.face_arrays(faces, int(face_index))
         sources = _prepare_sources(face_model, _source_images(source, source_2, source_3), cfg.neck_line, cfg.hair)
         done = {}
 
@@ -352,7 +355,8 @@ class SwapForgeHeadSwap:
 
         import os
         perceptual = load_perceptual(os.path.join(services.models_dir(), "swapforge", "lpips"))
-        result = hslib.run(frames, lm, k5, valid, sources, surface, cfg, perceptual=perceptual,
+        # a face the tracker only filled in (no detection) is not swapped: the frame passes through, flagged
+        result = hslib.run(frames, lm, k5, valid & ~interp, sources, surface, cfg, perceptual=perceptual,
                            device=services.torch_device(), progress=on_progress, inpaint=inpaint_model)
         report = [f"target: {note}"] + sources.report + result.report + [
             "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds_by_stage.items())]

@@ -52,3 +52,29 @@ def photo_faces(photo, dlib_analyzer):
         return dlib_analyzer.detect(to_uint8(photo(name)))
 
     return get
+
+
+CLIP = os.path.join(DATA_DIR, "lp_d6_talking.mp4")  # real talking head (LivePortrait, MIT; PROVENANCE.md)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_clip(frames: int, size: int) -> np.ndarray:
+    import cv2
+
+    cap = cv2.VideoCapture(CLIP)
+    out = []
+    while len(out) < frames:
+        ok, fr = cap.read()
+        if not ok:
+            break
+        out.append(cv2.resize(fr[..., ::-1], (size, size), interpolation=cv2.INTER_AREA))
+    cap.release()
+    arr = np.stack(out).astype(np.float32) / 255.0
+    arr.setflags(write=False)
+    return arr
+
+
+@pytest.fixture(scope="session")
+def talking_clip():
+    """talking_clip(frames, size) -> float32 [T, size, size, 3]: the first frames of the bundled real clip."""
+    return lambda frames=8, size=128: _load_clip(frames, size).copy()

@@ -3,8 +3,9 @@
 `head_prior` lays out, from the 68 landmarks, where a head can be: the face (jaw line and a forehead above the
 brows), an ellipse around it for hair and ears, and the neck down to `neck_line` face heights below the chin.
 `head_mask` refines that prior with OpenCV's GrabCut on the frame (a crop around the head, at most
-`work_size` px): the face hull is sure foreground, the prior probable foreground, a band around it probable
-background, everything further away sure background; the result is cut to the prior (grown a little), cut
+`work_size` px): the inner face is sure foreground, the face and cranium probable foreground, the rest of the prior
+(hair, ears, neck) and a band around it probable background that must win on colour, everything further away sure
+background; the result is cut to the prior (grown a little), cut
 below the neck line, reduced to the region joined to the face, its holes filled, and feathered. Any other MASK
 (SAM, a segmenter) can stand in for it.
 
@@ -104,12 +105,13 @@ def head_mask(image: np.ndarray, lm: np.ndarray, neck_line: float = 0.35, hair: 
         small = lambda m: cv2.resize(m[y0:y1, x0:x1], size, interpolation=cv2.INTER_NEAREST)  # noqa: E731
         gc = np.full(size[::-1], cv2.GC_BGD, np.uint8)
         grown = cv2.dilate(prior, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1,) * 2))
-        # the colour models start from the surely-head regions: face, cranium and neck are probably head, the rest
-        # of the prior (where hair and ears may be) starts as probably background and must win on colour
+        # the colour models start from the surely-head regions: face and cranium are probably head; the rest of
+        # the prior (hair, ears, the neck) starts as probably background and must win on colour, so a collar
+        # or a scarf inside the neck band stays out while neck skin (the face's colours) comes in
         gc[small(grown) > 0] = cv2.GC_PR_BGD
-        gc[small(face_m | neck) > 0] = cv2.GC_PR_FGD
+        gc[small(face_m) > 0] = cv2.GC_PR_FGD
         core = cv2.erode(face_m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(0.15 * width)) | 1,) * 2))
-        gc[small(core | (neck & cv2.erode(neck, np.ones((5, 5), np.uint8)))) > 0] = cv2.GC_FGD
+        gc[small(core) > 0] = cv2.GC_FGD
         gc[small(below) > 0] = cv2.GC_BGD
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
         work = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
@@ -188,12 +190,18 @@ def smooth_masks(masks: np.ndarray, landmarks: np.ndarray, valid: Optional[Seque
     return out.astype(np.float32)
 
 
-def above_line(lm: np.ndarray, shape, neck_line: float, soft: float = 0.03) -> np.ndarray:
-    """[H, W] float32: 1 on the face's side of the line `neck_line` face heights below the chin (perpendicular to
-    the face's up axis), 0 beyond it, with a ramp `soft` face heights wide."""
+def without_neck(lm: np.ndarray, shape, offset: float = 0.0, soft: float = 0.03) -> np.ndarray:
+    """[H, W] float32: 0 in the neck zone under the jaw (below the lower jaw line, landmarks 3-13, moved down by
+    `offset` face heights, between the jaw corners), 1 elsewhere, with a ramp `soft` face heights wide. Hair or
+    anything else beside the neck stays outside the zone."""
+    import cv2
+
     H, W = shape[:2]
     eyes, chin, width, height, up = _face_frame(lm)
-    nl = chin - up * neck_line * height
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    d = ((xx - nl[0]) * up[0] + (yy - nl[1]) * up[1]) / max(soft * height, 1e-3)
-    return np.clip(0.5 + d, 0, 1).astype(np.float32)
+    jaw = lm[3:14] - up * offset * height
+    poly = np.concatenate([jaw, [jaw[-1] - up * 3 * height, jaw[0] - up * 3 * height]]).astype(np.float32)
+    zone = np.zeros((H, W), np.float32)
+    cv2.fillPoly(zone, [np.round(poly * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    if soft > 0:
+        zone = cv2.GaussianBlur(zone, (0, 0), max(0.5, soft * height))
+    return (1.0 - np.clip(zone, 0, 1)).astype(np.float32)

@@ -1,7 +1,8 @@
 """The whole GSwap head swap on the embedded route (paper sec. III), stage by stage:
 
 1. target head masks M_head (head_mask.py, GrabCut on the 68-landmark prior, temporally smoothed) and the hole
-   to remove: the same masks cut at `hole_neck_line` (the target keeps its neck and clothes below it);
+   to remove: the same masks without the neck zone under the jaw (the target keeps its neck and clothes; the
+   source's neck is laid over it);
 2. background Î_tgt: the hole filled from the clip itself (background.py);
 3. source preparation (source.py, done by the caller) and Fig. 4: each frame's region M_head is the union of
    the target's mask, the hole and the source head mask carried by the 5 keypoints;
@@ -12,8 +13,8 @@
    camera in some frame) plus E_bg and U, trained on
    I_gen with A_gen, M_head, Î_tgt and the background term against the original frames I_tgt, temporal
    features c_t in training;
-7. rendering (rerenderer.py) on the target's track with c_1, and the composite: the render inside M_head
-   (feathered), the target's own pixels outside it (bit-identical).
+7. rendering (rerenderer.py) on the target's track with c_1, and the composite: inside M_head the render where
+   the avatar covers (M_fore) and Î_tgt elsewhere, the target's own pixels outside M_head (bit-identical).
 
 Fitting and rendering run on one crop window per clip (the union of the head regions over the clip, padded):
 the camera's principal point is shifted into the window, so the result is the same as rendering the whole
@@ -45,8 +46,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class HeadSwapConfig:
-    """neck_line: where the source head and M_head end below the chin (face heights); hole_neck_line: where the
-    removed target head ends (the target keeps its neck below); hair: hair allowance of the masks; colour:
+    """neck_line: where the source head and M_head end below the chin (face heights); hole_neck_line: how far
+    below the jaw line the removed target head reaches (0: the target keeps everything under its jaw); hair: hair allowance of the masks; colour:
     strength of the source-to-target colour match; track_iters / retrack_iters: tracker steps for the target
     and for I_gen; fit_steps, uv_resolution, batch_frames, seed: the Gaussian fit (Gaussians on the head and
     neck only); smooth_radius: temporal mask smoothing (+- frames); crop_margin: padding of the crop window (of
@@ -100,7 +101,7 @@ def target_masks(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, c
         if progress is not None:
             progress(t)
     masks = hmlib.smooth_masks(masks, np.nan_to_num(landmarks), valid, cfg.smooth_radius)
-    holes = np.stack([masks[t] * hmlib.above_line(landmarks[t], (H, W), cfg.hole_neck_line) if valid[t]
+    holes = np.stack([masks[t] * hmlib.without_neck(landmarks[t], (H, W), cfg.hole_neck_line) if valid[t]
                       else masks[t] for t in range(T)])
     return masks, holes
 
@@ -116,6 +117,15 @@ def union_region(target_mask: np.ndarray, hole_grown: np.ndarray, sources: Sourc
         if valid[t]:
             out[t] = np.maximum(out[t], hmlib.carry_mask(src.mask, src.kps5, kps5[t], (H, W)))
     return out
+
+
+def rasteriser_name(device=None) -> str:
+    """Which rasteriser `rasterize(backend="auto")` uses on `device`: gsplat on CUDA when it imports, else the
+    torch path."""
+    from .rasterize import _gsplat_available
+
+    dev = torch.device(device or "cpu")
+    return f"gsplat on {dev}" if dev.type == "cuda" and _gsplat_available() else f"torch on {dev}"
 
 
 def facing_faces(surface: BodySurface, rest: torch.Tensor, transforms: torch.Tensor, viewmats: torch.Tensor,
@@ -191,17 +201,24 @@ def render_clip(avatar, surface: BodySurface, track: BodyTrack, backgrounds: np.
     return imgs, fores
 
 
-def composite(target: np.ndarray, render: np.ndarray, m_head: np.ndarray, window, feather_px: float = 1.5):
-    """The render inside M_head (feathered by a Gaussian of feather_px), the target outside: [H, W, 3]."""
+def composite(target: np.ndarray, render: np.ndarray, m_head: np.ndarray, window, background: np.ndarray,
+              m_fore: np.ndarray, feather_px: float = 1.5) -> np.ndarray:
+    """The final frame [H, W, 3]: the target's own pixels outside M_head; inside it the rerendered avatar where
+    the avatar covers (M_fore) and the filled background Î_tgt elsewhere (the head region the avatar does not
+    cover), both masks feathered by a Gaussian of feather_px (weights within 1/1024 of 0 or 1 snapped to it, so the
+    pixels outside M_head are the target's, bit for bit)."""
     import cv2
 
     x0, y0, x1, y1 = window
     out = target.copy()
-    m = m_head[y0:y1, x0:x1]
-    if feather_px > 0:
-        m = cv2.GaussianBlur(m, (0, 0), feather_px)
-    m = np.clip(m, 0, 1)[..., None]
-    out[y0:y1, x0:x1] = m * render + (1 - m) * target[y0:y1, x0:x1]
+    blur = (lambda m: cv2.GaussianBlur(m, (0, 0), feather_px)) if feather_px > 0 else (lambda m: m)  # noqa: E731
+    mh = np.clip(blur(np.ascontiguousarray(m_head[y0:y1, x0:x1])), 0, 1)
+    mh = np.where(mh < 1.0 / 1024, 0.0, np.where(mh > 1 - 1.0 / 1024, 1.0, mh))[..., None]  # blur tails snapped
+    mf = np.clip(blur(np.ascontiguousarray(m_fore)), 0, 1)
+    mf = np.where(mf < 1.0 / 1024, 0.0, np.where(mf > 1 - 1.0 / 1024, 1.0, mf))[..., None]
+    inside = mf * render + (1 - mf) * background[y0:y1, x0:x1]
+    tgt = target[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = np.where(mh > 0, mh * inside + (1 - mh) * tgt, tgt)
     return out
 
 
@@ -244,11 +261,12 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
     secs["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    track = fit_track(surface, np.where(valid[:, None, None], landmarks, np.nan), (H, W), valid=valid,
-                      iters=cfg.track_iters, progress=lambda s, n: p("track target", s, n))
-    gen_ok = valid & np.isfinite(lm_drv).all(axis=(1, 2))
-    retrack = fit_track(surface, np.where(gen_ok[:, None, None], lm_drv, np.nan), (H, W), valid=gen_ok,
-                        iters=cfg.retrack_iters, init=track, progress=lambda s, n: p("re-track", s, n))
+    with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
+        track = fit_track(surface, np.where(valid[:, None, None], landmarks, np.nan), (H, W), valid=valid,
+                          iters=cfg.track_iters, progress=lambda s, n: p("track target", s, n))
+        gen_ok = valid & np.isfinite(lm_drv).all(axis=(1, 2))
+        retrack = fit_track(surface, np.where(gen_ok[:, None, None], lm_drv, np.nan), (H, W), valid=gen_ok,
+                            iters=cfg.retrack_iters, init=track, progress=lambda s, n: p("re-track", s, n))
     secs["tracking"] = time.perf_counter() - t0
     report.append(f"tracking: target {np.nanmean(track.errors_px.numpy()):.2f} px, generated frames "
                   f"{np.nanmean(retrack.errors_px.numpy()):.2f} px mean landmark error")
@@ -268,13 +286,15 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
         deterministic=cfg.deterministic, progress=lambda s, n, pv: p("fit", s, n))
     secs["fit"] = time.perf_counter() - t0
     report.append(f"fit: {cfg.fit_steps} steps on a {x1 - x0}x{y1 - y0} window, {avatar.field.num_gaussians} "
-                  f"Gaussians on the head and neck, loss {history[0]['total']:.4f} -> {history[-1]['total']:.4f}")
+                  f"Gaussians on the head and neck, loss {history[0]['total']:.4f} -> {history[-1]['total']:.4f}; "
+                  f"rasteriser: {rasteriser_name(device)}, splat scale {avatar.config.get('render_scale', 1.0)}")
 
     t0 = time.perf_counter()
-    render, _ = render_clip(avatar, surface, track, backgrounds, m_head, window, device, stage("render"))
+    render, fores = render_clip(avatar, surface, track, backgrounds, m_head, window, device, stage("render"))
     out = np.empty_like(frames)
     for t in range(T):
-        out[t] = composite(frames[t], render[t], m_head[t], window) if t not in flagged else frames[t]
+        out[t] = (composite(frames[t], render[t], m_head[t], window, backgrounds[t], fores[t]) if t not in flagged
+                  else frames[t])
     secs["render"] = time.perf_counter() - t0
     report.append(f"render: {T / max(secs['render'], 1e-9):.1f} frames/s (render, rerender and composite)")
     report.append("flagged (no target face, passed through): " + (", ".join(map(str, flagged)) if flagged else "none"))
@@ -285,30 +305,23 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
 
 # ------------------------------------------------------------------------------------------ faces in
 
-def face_arrays(faceset) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """One face per frame from a FaceSet (models/face/records.py): the person of the track seen in most frames
-    (a FaceSet from Track Faces), else face 0 of each frame (Detect Faces orders them, largest first by
-    default). Returns (landmarks [T, 68, 2], kps5 [T, 5, 2], valid [T], interpolated [T], a note); NaN and
-    valid False where the frame has no such face."""
+def face_arrays(faceset, face_index: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """One person's face per frame from a FaceSet (models/face/records.py), by the pack's shared rule
+    (models/face/identity.py: person_per_frame): on tracked faces the `face_index`-th track, on untracked ones
+    face `face_index` of each frame. Returns (landmarks [T, 68, 2], kps5 [T, 5, 2], valid [T], interpolated [T]
+    (entries the tracker filled in), a label); NaN and valid False where the frame has no such face."""
+    from ..face.identity import person_label, person_per_frame
+
     T = len(faceset.frames)
     lm = np.full((T, 68, 2), np.nan, np.float32)
     k5 = np.full((T, 5, 2), np.nan, np.float32)
     valid, interp = np.zeros(T, bool), np.zeros(T, bool)
-    ids = np.concatenate([f.track_ids for f in faceset.frames if len(f)] or [np.zeros(0, np.int64)])
-    ids = ids[ids >= 0]
-    person = int(np.bincount(ids).argmax()) if len(ids) else None
-    for t, f in enumerate(faceset.frames):
-        if not len(f):
+    for t, (f, j) in enumerate(zip(faceset.frames, person_per_frame(faceset, face_index))):
+        if j is None:
             continue
-        if person is None:
-            j = 0
-        else:
-            hit = np.flatnonzero(f.track_ids == person)
-            if not len(hit):
-                continue
-            j = int(hit[0])
         lm[t], k5[t] = f.landmarks68[j], f.kps5[j]
-        valid[t], interp[t] = bool(np.isfinite(f.landmarks68[j]).all() and np.any(f.landmarks68[j])), bool(f.interpolated[j])
-    note = (f"track {person} (seen in {int(valid.sum())} of {T} frames)" if person is not None
-            else f"face 0 of each frame ({int(valid.sum())} of {T} frames have one)")
+        valid[t] = bool(np.isfinite(f.landmarks68[j]).all() and np.any(f.landmarks68[j]))
+        interp[t] = bool(f.interpolated[j])
+    note = (f"{person_label(faceset, face_index)}: a face in {int(valid.sum())} of {T} frames"
+            + (f" ({int(interp.sum())} filled in by the tracker)" if interp.any() else ""))
     return lm, k5, valid, interp, note

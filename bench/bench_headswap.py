@@ -159,7 +159,7 @@ def main(argv=None):
     src_lm, src_k5, src_emb = [], [], []
     for ph in photos:
         u8 = detlib.to_uint8(ph)
-        f = detlib.filter_faces(analyzer.detect(u8), -10.0, 0, 1, "largest_first")
+        f = detlib.filter_faces(analyzer.detect(u8), 0.5, 32, 1, "largest_first")
         src_lm.append(f.landmarks68[0] if len(f) else None)
         src_k5.append(f.kps5[0] if len(f) else None)
         if len(f):

@@ -27,6 +27,7 @@ from .common import FACE_MODEL, FACES, images_np, mask_np, progress, to_image, t
 from .gswap import AVATAR, BODY_MODEL, _load_surface, body_kinds
 
 CATEGORY = "SwapForge/Head swap"
+SOURCE_MIN_SCORE = 0.5  # the Detect Faces default: dlib's clear faces (its scores run -1..2), insightface 0..1
 SOURCE_HEADS = "SWAPFORGE_SOURCE_HEADS"
 INPAINT_MODEL = "SWAPFORGE_INPAINT_MODEL"
 
@@ -69,7 +70,7 @@ def _prepare_sources(face_model, photos, neck_line, hair):
     """Detect the largest face of each photo and prepare the source heads (report notes which were skipped)."""
     lms, k5s, notes = [], [], []
     for i, ph in enumerate(photos):
-        found = detlib.filter_faces(face_model.detect(detlib.to_uint8(ph)), -10.0, 0, 0, "largest_first")
+        found = detlib.filter_faces(face_model.detect(detlib.to_uint8(ph)), SOURCE_MIN_SCORE, 32, 0, "largest_first")
         if len(found) == 0:
             lms.append(None), k5s.append(None), notes.append("no face found")
             continue
@@ -397,14 +398,14 @@ class SwapForgeSwapMetrics:
         src_emb = []
         for ph in _source_images(source):
             u8 = detlib.to_uint8(ph)
-            f = detlib.filter_faces(face_model.detect(u8), -10.0, 0, 1, "largest_first")
+            f = detlib.filter_faces(face_model.detect(u8), SOURCE_MIN_SCORE, 32, 1, "largest_first")
             if len(f):
                 src_emb.append(face_model.embed(u8, f)[0])
         if not src_emb:
             raise ValueError("SwapForge: no face found in the source photos. Expected photos of the source person's "
                              "face. Connect them to `source`.")
         sid = mlib.identity(np.stack(src_emb))
-        data = lambda fr: mlib.clip_faces(face_model, fr, lambda: bar.update(1))  # noqa: E731
+        data = lambda fr: mlib.clip_faces(face_model, fr, lambda: bar.update(1), SOURCE_MIN_SCORE)  # noqa: E731
         tdat = data(tgt)
         res = mlib.swap_metrics(data(out), tdat, sid, out.shape[1:3], out, tgt, region)
         if generated is not None:

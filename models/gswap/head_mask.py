@@ -205,3 +205,16 @@ def without_neck(lm: np.ndarray, shape, offset: float = 0.0, soft: float = 0.03)
     if soft > 0:
         zone = cv2.GaussianBlur(zone, (0, 0), max(0.5, soft * height))
     return (1.0 - np.clip(zone, 0, 1)).astype(np.float32)
+
+
+def neck_fade(lm: np.ndarray, shape, length: float) -> np.ndarray:
+    """[H, W] float32: 1 everywhere except in the neck zone under the jaw (`without_neck`'s zone), where it falls
+    linearly from 1 at the chin to 0 at `length` face heights below it: a source neck laid over the target's
+    neck fades into it instead of ending in an edge."""
+    H, W = shape[:2]
+    eyes, chin, width, height, up = _face_frame(lm)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    below = -((xx - chin[0]) * up[0] + (yy - chin[1]) * up[1])  # px below the chin along the face's axis
+    ramp = np.clip(1.0 - below / max(length * height, 1e-3), 0, 1)
+    zone = 1.0 - without_neck(lm, shape, 0.0, soft=0.0)
+    return (1.0 - zone * (1.0 - ramp)).astype(np.float32)

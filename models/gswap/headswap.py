@@ -62,6 +62,7 @@ class HeadSwapConfig:
     render_scale: Optional[float] = None
     hair: float = 1.0
     colour: float = 0.6
+    mouth: str = "target"
     track_iters: int = 300
     retrack_iters: int = 100
     fit_steps: int = 400
@@ -257,7 +258,7 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
     t0 = time.perf_counter()
     m_head = union_region(mask_t, hole_grown, sources, kps5, valid)
     i_gen, a_gen, lm_drv, flagged = reenact_clip(sources, frames, landmarks, valid, backgrounds, cfg.colour,
-                                                 progress=stage("generate"))
+                                                 cfg.mouth, progress=stage("generate"))
     secs["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -100,15 +100,17 @@ def swap_metrics(output: FrameFaceData, target: FrameFaceData, source_identity: 
     return out
 
 
-def clip_faces(analyzer, frames: np.ndarray, progress=None) -> FrameFaceData:
-    """The largest face of every frame through a face analyzer (models/face/detect.py: detect, embed):
-    landmarks and unit embeddings, NaN where a frame has no face. progress() after each frame."""
+def clip_faces(analyzer, frames: np.ndarray, progress=None, min_score: float = 0.5) -> FrameFaceData:
+    """The largest face (detector score >= min_score) of every frame through a face analyzer
+    (models/face/detect.py: detect, embed): landmarks and unit embeddings, NaN where a frame has no face.
+    progress() after each frame."""
     T = len(frames)
     L = np.full((T, 68, 2), np.nan)
     E = np.full((T, int(analyzer.embedding_dim)), np.nan)
     for i, x in enumerate(frames):
         u8 = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
         f = analyzer.detect(u8)
+        f = f.take(np.flatnonzero(f.scores >= min_score))
         if len(f):
             area = (f.boxes[:, 2] - f.boxes[:, 0]) * (f.boxes[:, 3] - f.boxes[:, 1])
             f = f.take([int(np.argmax(area))])

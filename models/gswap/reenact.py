@@ -11,8 +11,10 @@ Per target frame t (headpose.py gives the poses R_t, t_t and the lifted 68-point
    parallel to the face plane and posed the same way, so the hair follows the head with the right parallax.
 3. Piecewise-affine warp of the source photo (and its head mask) over a Delaunay triangulation of the source's
    landmarks + ring, triangles drawn far to near in the target camera.
-4. Mouth interior: where the target's mouth is open, its inner-mouth pixels (teeth, tongue) are carried from
-   its inner lip polygon into the driven one; a closed source mouth has nothing to show there.
+4. Mouth: the target's own mouth (lips, teeth, tongue: the expression) is carried onto the driven lips and
+   blended into the source's skin around them (`mouth_patch`, the default): a source photographed with a closed
+   or smiling mouth has no open, talking mouth to show. With mouth="source" the source's lips are warped
+   instead, and only where the target's mouth is open its inner-mouth pixels are carried in.
 5. Colour: the source's skin statistics (Lab mean and spread inside the face) moved towards the target's,
    computed once per clip (`ColourTransfer`), by `strength`.
 6. I_gen = A * warped + (1 - A) * Î_tgt, with A the warped source head mask (A_gen).
@@ -209,19 +211,58 @@ class Reenactment:
 
 
 def prepare(sources: SourceSet, colour: Optional[ColourTransfer]) -> Reenactment:
+    """The primary source photo ready to be driven: colour-matched, its head mask faded along the neck (so the
+    source neck melts into the target's), its points and their model coordinates, the triangulation."""
+    from .head_mask import neck_fade
+
     head = sources.main
     ring = ring_points(head.landmarks68, sources.neck_line)
     ring_model = lift_to_plane(ring, head.pose_R, head.pose_t, head.K, float(headpose.HEAD_CENTRE_MM[2]))
     pts = np.concatenate([head.landmarks68, ring])
     img = head.image if colour is None else colour.apply(head.image)
-    return Reenactment(image=img, mask=head.mask, src_points=pts, ring_model=ring_model, tris=triangulate(pts),
+    mask = head.mask * neck_fade(head.landmarks68, head.mask.shape, max(sources.neck_line, 0.05))
+    return Reenactment(image=img, mask=mask, src_points=pts, ring_model=ring_model, tris=triangulate(pts),
                        shape=sources.shape)
+
+
+OUTER_MOUTH = list(range(48, 60))
+
+
+def mouth_patch(target: np.ndarray, target_lm: np.ndarray, driven_lm: np.ndarray, warped: np.ndarray,
+                margin: float = 0.45):
+    """The target's mouth (lips, teeth, tongue: the expression) carried onto the driven mouth: (patch [H, W, 3],
+    weight [H, W]). The region is the outer lip hull grown by `margin` of its size around the mouth centre; the
+    target's pixels there are warped piecewise-affinely from its landmarks to the driven ones, shifted in colour
+    so the skin band around the lips matches the warped source's skin there, and blended with a weight that is 1
+    inside the lips and falls to 0 across the band."""
+    import cv2
+
+    H, W = warped.shape[:2]
+
+    def grown(lm):
+        c = lm[OUTER_MOUTH].mean(0)
+        return c + (1 + margin) * (lm[OUTER_MOUTH] - c)
+
+    src = np.concatenate([target_lm[48:68], grown(target_lm)])
+    dst = np.concatenate([driven_lm[48:68], grown(driven_lm)])
+    patch, covered = piecewise_affine(target.astype(np.float32), src, dst, triangulate(dst), (H, W))
+    lips = np.zeros((H, W), np.float32)
+    cv2.fillConvexPoly(lips, cv2.convexHull(driven_lm[OUTER_MOUTH].astype(np.float32)).astype(np.int32), 1.0)
+    band = covered & (lips == 0)
+    if band.sum() > 10:
+        patch = np.clip(patch + (warped[band].mean(0) - patch[band].mean(0)), 0, 1)
+    size = np.linalg.norm(driven_lm[54] - driven_lm[48])
+    dist = cv2.distanceTransform((lips == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    weight = np.clip(1.0 - dist / max(margin * 0.5 * size, 1.0), 0, 1) * covered
+    return patch, weight.astype(np.float32)
 
 
 def reenact_frame(re: Reenactment, driven_shape: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
                   background: np.ndarray, target: Optional[np.ndarray] = None, target_lm: Optional[np.ndarray] = None,
-                  mouth_open: float = 0.06):
-    """One frame: (I_gen [H, W, 3], A_gen [H, W], driven landmarks [68, 2])."""
+                  mouth: str = "target", mouth_open: float = 0.06):
+    """One frame: (I_gen [H, W, 3], A_gen [H, W], driven landmarks [68, 2]). mouth: "target" (the target's mouth
+    carried onto the driven lips, `mouth_patch`), or "source" (the source's lips warped, with the target's mouth
+    interior where the target's mouth is open)."""
     import cv2
 
     H, W = background.shape[:2]
@@ -232,7 +273,10 @@ def reenact_frame(re: Reenactment, driven_shape: np.ndarray, R: np.ndarray, t: n
     both = np.concatenate([re.image, re.mask[..., None]], -1)
     warped, covered = piecewise_affine(both, re.src_points, dst, re.tris, (H, W), depth)
     img, alpha = warped[..., :3], np.clip(warped[..., 3], 0, 1) * covered
-    if target is not None and target_lm is not None:
+    if target is not None and target_lm is not None and mouth == "target":
+        patch, weight = mouth_patch(target, target_lm, lm_d, img)
+        img = weight[..., None] * patch + (1 - weight[..., None]) * img
+    elif target is not None and target_lm is not None:
         iod = np.linalg.norm(target_lm[36:42].mean(0) - target_lm[42:48].mean(0))
         if np.linalg.norm(target_lm[62] - target_lm[66]) > mouth_open * iod:
             src_in = target_lm[INNER_MOUTH]
@@ -248,7 +292,7 @@ def reenact_frame(re: Reenactment, driven_shape: np.ndarray, R: np.ndarray, t: n
 
 
 def reenact_clip(sources: SourceSet, frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray,
-                 backgrounds: np.ndarray, colour_strength: float = 0.6,
+                 backgrounds: np.ndarray, colour_strength: float = 0.6, mouth: str = "target",
                  progress: Optional[Callable[[int], None]] = None):
     """I_gen for a clip. frames / backgrounds [T, H, W, 3]; landmarks [T, 68, 2] of the target (tracked);
     valid [T] (frames with a face). Returns (I_gen [T, H, W, 3], A_gen [T, H, W], driven landmarks [T, 68, 2],
@@ -274,7 +318,7 @@ def reenact_clip(sources: SourceSet, frames: np.ndarray, landmarks: np.ndarray, 
             flagged.append(i)
         else:
             i_gen[i], a_gen[i], lm_out[i] = reenact_frame(re, driven[i], poses.R[i], poses.t[i], poses.K,
-                                                          backgrounds[i], frames[i], landmarks[i])
+                                                          backgrounds[i], frames[i], landmarks[i], mouth)
         if progress is not None:
             progress(i)
     return i_gen, a_gen, lm_out, flagged

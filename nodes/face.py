@@ -142,6 +142,7 @@ class SwapForgeSelectFaces:
         }}
 
     def select(self, faces, mode, indices, min_similarity, identity=None, face_model=None, image=None):
+        check_finite("SwapForge Select Faces", min_similarity=min_similarity)
         if mode == "index":
             return (idlib.select_by_index(faces, indices),)
         missing = [n for n, v in (("identity", identity), ("face_model", face_model), ("image", image)) if v is None]

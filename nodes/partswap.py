@@ -63,6 +63,7 @@ class SwapForgeFaceParts:
         }}
 
     def parts(self, image, faces, face_index, dilate, feather):
+        check_finite("SwapForge Face Parts", dilate=dilate, feather=feather)
         frames = images_np(image)
         faces.check_batch(len(frames))
         partset = parts.compute_parts(faces)
@@ -250,6 +251,8 @@ class SwapForgePartDetector:
 
     def detect(self, image, faces, backend, mask_mode, eyes_prompt, nose_prompt, mouth_prompt, box_threshold,
                text_threshold, face_margin, face_index, grounding_dino=None, sam=None):
+        check_finite("SwapForge Part Detector", box_threshold=box_threshold, text_threshold=text_threshold,
+                     face_margin=face_margin)
         frames = images_np(image)
         faces.check_batch(len(frames))
         detector = None

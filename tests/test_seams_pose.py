@@ -142,3 +142,16 @@ def test_classic_part_swap_node_messages_name_inputs_and_refuse_nan():
             node.swap(fm, tgt, "poisson", "rgb", 0, args["dilate"], 0.1, mouth_source=src, max_yaw=args["max_yaw"])
     with pytest.raises(ValueError, match="turned .* more than max_yaw"):
         node.swap(fm, tgt, "poisson", "rgb", 0, 0.15, 0.1, mouth_source=src, max_yaw=5.0)
+
+
+def test_face_parts_and_select_faces_refuse_nan_widgets(photo_faces):
+    from packloader import load_pack
+
+    n = load_pack().NODE_CLASS_MAPPINGS
+    ff = photo_faces("obama")
+    fs = FaceSet([ff], (512, 410))
+    img = torch.zeros((1, 512, 410, 3))
+    with pytest.raises(ValueError, match="feather.*not a finite number"):
+        n["SwapForge_FaceParts"]().parts(img, fs, -1, 0.15, float("nan"))
+    with pytest.raises(ValueError, match="min_similarity.*not a finite number"):
+        n["SwapForge_SelectFaces"]().select(fs, "index", "0", float("nan"))

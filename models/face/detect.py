@@ -83,6 +83,21 @@ def scaled_for_detection(img: np.ndarray, detect_size: int) -> Tuple[np.ndarray,
     return np.ascontiguousarray(cv2.resize(img, (lw, lh), interpolation=cv2.INTER_AREA)), w / lw, h / lh
 
 
+_DLIB_SHARED: dict = {}
+
+
+def _shared_dlib_models():
+    """(LandmarkPredictor, dlib recogniser), loaded once per process and shared by every embedded analyzer:
+    reading the 100 MB predictor holds the GIL for about a second, which a second analyzer need not repeat."""
+    shape = _dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat")
+    rec = _dlib_model_path("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat")
+    if (shape, rec) not in _DLIB_SHARED:
+        import dlib
+
+        _DLIB_SHARED[(shape, rec)] = (LandmarkPredictor(shape), dlib.face_recognition_model_v1(rec))
+    return _DLIB_SHARED[(shape, rec)]
+
+
 class DlibAnalyzer(FaceAnalyzer):
     """Embedded backends: a face detector, dlib's 68-point shape predictor (models/face/landmarks.py) and
     dlib's ResNet v1 128-d descriptors. Detectors:
@@ -145,9 +160,7 @@ class DlibAnalyzer(FaceAnalyzer):
             self._cnn = dlib.cnn_face_detection_model_v1(cnn_path)
         else:
             self._hog = dlib.get_frontal_face_detector()
-        self.landmarks = LandmarkPredictor()
-        self._rec = dlib.face_recognition_model_v1(
-            _dlib_model_path("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat"))
+        self.landmarks, self._rec = _shared_dlib_models()
 
     def _poll(self) -> None:
         if self.poll is not None:

@@ -109,12 +109,12 @@ class LandmarkPredictor:
     """dlib's 68-point shape predictor (about 1 ms a face on one core, whatever the frame size, so holding
     the GIL for it is harmless)."""
 
-    def __init__(self):
+    def __init__(self, path: str = ""):
         import dlib
 
         self._dlib = dlib
         self._shape = dlib.shape_predictor(
-            dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat"))
+            path or dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat"))
 
     def on_rect(self, img: np.ndarray, rect) -> np.ndarray:
         """68 landmarks [68, 2] float32 predicted in the box rect = (left, top, right, bottom), rounded to

@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from models.face.detect import DlibAnalyzer, detect_faces  # noqa: E402
 from models.face.video import track_video  # noqa: E402
-from models.face.yunet import box_iou_contain  # noqa: E402
+from models.face.geometry import box_overlaps  # noqa: E402
 
 
 def decode(path: str, frames: int, size: int):
@@ -103,7 +103,7 @@ def main(argv=None):
     for a, b in zip(default.frames, reference.frames):
         if len(a) == 0 or len(b) == 0:
             continue
-        iou, _ = box_iou_contain(b.boxes, a.boxes)
+        iou, _ = box_overlaps(b.boxes, a.boxes)
         for i in range(len(b)):
             j = int(np.argmax(iou[i]))
             if iou[i, j] >= 0.3:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.face import landmarks as lmk
+from models.face.geometry import box_overlaps
 from models.face import yunet
 from models.face.detect import DlibAnalyzer, detect_faces, load_analyzer, scaled_for_detection, to_uint8
 
@@ -133,7 +134,7 @@ def test_default_detector_finds_every_face_from_14_px_in_a_1280_px_group_photo_a
     canvas, expected = _group_canvas(photo, yunet_analyzer)
     fs = detect_faces(yunet_analyzer, canvas[None].astype(np.float32) / 255.0, min_size=0)
     found = fs.frames[0]
-    iou, _ = yunet.box_iou_contain(expected, found.boxes)
+    iou, _ = box_overlaps(expected, found.boxes)
     assert (iou.max(1) > 0.4).all(), f"missed faces of {np.round(expected[iou.max(1) <= 0.4, 2] - expected[iou.max(1) <= 0.4, 0])} px"
     assert len(found) == len(expected)  # no false faces, no duplicates
 

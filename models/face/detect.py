@@ -66,10 +66,6 @@ def _unit_rows(e: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- dlib family
 
-# The embedded analyzers share dlib's 68-point predictor and ResNet recogniser; they differ in the detector.
-_dlib_model_path = dlib_model_path
-
-
 def scaled_for_detection(img: np.ndarray, detect_size: int) -> Tuple[np.ndarray, float, float]:
     """(image, sx, sy): the frame resized (cv2.INTER_AREA) so that its long side is at most detect_size px,
     and the factors mapping its pixel indices back to the frame (x_frame = (x + 0.5) * sx - 0.5)."""
@@ -89,8 +85,8 @@ _DLIB_SHARED: dict = {}
 def _shared_dlib_models():
     """(LandmarkPredictor, dlib recogniser), loaded once per process and shared by every embedded analyzer:
     reading the 100 MB predictor holds the GIL for about a second, which a second analyzer need not repeat."""
-    shape = _dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat")
-    rec = _dlib_model_path("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat")
+    shape = dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat")
+    rec = dlib_model_path("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat")
     if (shape, rec) not in _DLIB_SHARED:
         import dlib
 
@@ -151,7 +147,7 @@ class DlibAnalyzer(FaceAnalyzer):
         self._cnn = self._hog = self._yunet = self._proc = None
         cnn_path = ""
         if detector == "mmod":
-            cnn_path = _dlib_model_path("cnn_face_detector_model_location", "mmod_human_face_detector.dat")
+            cnn_path = dlib_model_path("cnn_face_detector_model_location", "mmod_human_face_detector.dat")
         if detector == "yunet":
             self._yunet = yunet.YuNetDetector(self.detect_size, self.YUNET_MIN_SCORE, poll=self._poll)
         elif worker:

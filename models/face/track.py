@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .geometry import box_overlaps
 from .records import FaceSet, FrameFaces
 
 _NO_MATCH = 1e6
@@ -29,15 +30,7 @@ _NO_MATCH = 1e6
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of a [M, 4] with every box of b [N, 4] (x0, y0, x1, y1) -> [M, N]."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None]
-    b = np.asarray(b, np.float64).reshape(-1, 4)[None]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return box_overlaps(a, b)[0]
 
 
 def _line_extension(x: np.ndarray, m: int, steps: np.ndarray) -> np.ndarray:

@@ -44,10 +44,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Union
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .detect import ORDERS, check_images, detect_faces, filter_faces, to_uint8
 from .geometry import apply_affine, umeyama
 from .landmarks import RECT_FROM_LANDMARKS, face_frame, kps5_from_landmarks68, predictor_rect
 from .records import FaceSet, FrameFaces
-from .track import iou_matrix
+from .track import iou_matrix, track_faces
 
 TRACK_SIDE = 640
 CUT_HIST = 0.33
@@ -66,8 +67,6 @@ def _u8(frame) -> np.ndarray:
     a = a[..., :3]
     if a.dtype == np.uint8:
         return np.ascontiguousarray(a)
-    from .detect import to_uint8
-
     a = np.asarray(a, np.float32)
     if not np.isfinite(a.sum(dtype=np.float64)):
         raise ValueError("SwapForge: a video frame contains NaN or infinite values. Expected 0..1; fix or drop that "
@@ -197,8 +196,6 @@ def _is_cut(a: List[np.ndarray], b: List[np.ndarray]) -> bool:
 
 
 def _filter(faces: List[_Face], min_size: int, max_faces: int, order: str) -> FrameFaces:
-    from .detect import filter_faces
-
     if not faces:
         return FrameFaces.empty()
     lms = np.stack([f.lm for f in faces])
@@ -227,8 +224,6 @@ def track_video(analyzer, frames: Union[np.ndarray, Iterable[np.ndarray]], thres
 
     Returns a FaceSet: one FrameFaces per frame, track_ids >= 0 on every face.
     """
-    from .detect import ORDERS, filter_faces
-
     if order not in ORDERS:
         raise ValueError(f"SwapForge: unknown face order {order!r}. Expected one of: {', '.join(ORDERS)}.")
     if not np.isfinite(threshold):
@@ -328,8 +323,6 @@ def track_video(analyzer, frames: Union[np.ndarray, Iterable[np.ndarray]], thres
 
 def _per_frame(analyzer, frames, threshold, min_size, max_faces, order, max_gap, progress, stats) -> FaceSet:
     """Detection on every frame, ids from track.track_faces (analyzers without dlib's predictor)."""
-    from .detect import filter_faces
-    from .track import track_faces
 
     out = []
     size = None
@@ -357,8 +350,6 @@ def detect_or_track(analyzer, frames: np.ndarray, threshold: float = 0.5, min_si
                     progress: Optional[Callable[[], None]] = None, stats: Optional[Dict] = None) -> FaceSet:
     """Faces of an IMAGE batch [B, H, W, 3]: a single frame through detect.detect_faces, a batch of several
     (a video) through track_video unless `track` is False (then detect_faces on every frame, no ids)."""
-    from .detect import check_images, detect_faces
-
     if not np.isfinite(threshold):
         raise ValueError(f"SwapForge: the detection threshold must be a finite number, got {threshold}.")
     if track and len(frames) > 1:

@@ -28,6 +28,8 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
+from .geometry import box_overlaps
+
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 YUNET_FILE = os.path.join(WEIGHTS_DIR, "face_detection_yunet_2023mar.onnx")
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
@@ -62,28 +64,13 @@ def check_weights(path: str = YUNET_FILE) -> str:
     return path
 
 
-def box_iou_contain(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """For boxes a [M, 4] and b [N, 4]: (IoU [M, N], fraction of each a box's area inside each b box [M, N])."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None]
-    b = np.asarray(b, np.float64).reshape(-1, 4)[None]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    contain = np.where(area_a > 0, inter / np.maximum(area_a, 1e-12), 0.0)
-    return iou, contain
-
-
 def suppress(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU, contain: float = NMS_CONTAIN) -> np.ndarray:
     """Indices kept by greedy suppression in descending score order (see the module docstring)."""
     order = np.argsort(-np.asarray(scores), kind="stable")
     keep: List[int] = []
     for i in order:
         if keep:
-            o, c = box_iou_contain(boxes[i:i + 1], boxes[keep])
+            o, c = box_overlaps(boxes[i:i + 1], boxes[keep])
             if (o > iou).any() or (c > contain).any():
                 continue
         keep.append(int(i))

@@ -474,22 +474,42 @@ def draw_faces(images: np.ndarray, faceset: FaceSet) -> np.ndarray:
         faces = faceset.frames[b]
         if len(faces) == 0:
             continue
-        base = to_uint8(arr[b])
-        canvas = base.copy()
+        # the drawing calls, then the region they touch: only that region is converted and compared
+        ops, ext = [], []
         for i in range(len(faces)):
             color = (255, 160, 0) if faces.interpolated[i] else (0, 255, 0)
             x0, y0, x1, y1 = [int(round(float(v))) for v in faces.boxes[i]]
-            cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thick, cv2.LINE_AA)
+            ops.append(("rect", (x0, y0), (x1, y1), color))
+            ext.append((x0, y0, x1, y1, thick + 2))
             label = f"{i} {faces.scores[i]:.2f}"
             if faces.track_ids[i] >= 0:
                 label += f" #{int(faces.track_ids[i])}"
-            cv2.putText(canvas, label, (x0, max(y0 - 3 * thick, 10 * thick)), cv2.FONT_HERSHEY_SIMPLEX, font,
-                        color, thick, cv2.LINE_AA)
-            if np.any(faces.landmarks68[i]):
-                for x, y in faces.landmarks68[i]:
-                    cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), dot, (255, 255, 255), -1)
-            for k, (x, y) in enumerate(faces.kps5[i]):
-                cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), 2 * dot, kp_colors[k], -1)
+            org = (x0, max(y0 - 3 * thick, 10 * thick))
+            (tw, th), base_line = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
+            ops.append(("text", label, org, color))
+            ext.append((org[0], org[1] - th, org[0] + tw, org[1] + base_line, thick + 2))
+            pts = [(p, dot, (255, 255, 255)) for p in faces.landmarks68[i]] if np.any(faces.landmarks68[i]) else []
+            pts += [(p, 2 * dot, kp_colors[k]) for k, p in enumerate(faces.kps5[i])]
+            for (x, y), r, c in pts:
+                cx, cy = int(round(float(x))), int(round(float(y)))
+                ops.append(("circle", (cx, cy), r, c))
+                ext.append((cx, cy, cx, cy, r + 2))
+        e = np.array(ext, np.int64)
+        rx0, ry0 = max(0, int((e[:, 0] - e[:, 4]).min())), max(0, int((e[:, 1] - e[:, 4]).min()))
+        rx1, ry1 = min(w, int((e[:, 2] + e[:, 4]).max()) + 1), min(h, int((e[:, 3] + e[:, 4]).max()) + 1)
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        base = to_uint8(arr[b, ry0:ry1, rx0:rx1])
+        canvas = base.copy()
+        for op in ops:
+            if op[0] == "rect":
+                cv2.rectangle(canvas, (op[1][0] - rx0, op[1][1] - ry0), (op[2][0] - rx0, op[2][1] - ry0), op[3],
+                              thick, cv2.LINE_AA)
+            elif op[0] == "text":
+                cv2.putText(canvas, op[1], (op[2][0] - rx0, op[2][1] - ry0), cv2.FONT_HERSHEY_SIMPLEX, font, op[3],
+                            thick, cv2.LINE_AA)
+            else:
+                cv2.circle(canvas, (op[1][0] - rx0, op[1][1] - ry0), op[2], op[3], -1)
         drawn = np.any(canvas != base, axis=-1)
-        out[b][drawn] = canvas[drawn].astype(np.float32) / 255.0
+        out[b, ry0:ry1, rx0:rx1][drawn] = canvas[drawn].astype(np.float32) / 255.0
     return out

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_face_tools.py [--repeat 3]
 
-Baselines: HOG detection for the MMOD detector; alpha blending for Poisson and multi-band; the clip
+Baselines: HOG detection for the YuNet and MMOD detectors; alpha blending for Poisson and multi-band; the clip
 detection for the tracker. Numbers are per 512 px frame (the bundled photos) on this machine, median of
 --repeat runs. Nothing here is asserted: tests never time anything.
 """
@@ -44,6 +44,12 @@ def main(argv=None):
     hog = detect.DlibAnalyzer("hog", upsample=0)
     t_hog, _ = timed(lambda: detect.detect_faces(hog, img), r)
     rows.append(("detect: dlib HOG, upsample 0 (baseline)", t_hog, 1.0))
+    yun = detect.DlibAnalyzer("yunet")
+    t, _ = timed(lambda: detect.detect_faces(yun, img), r)
+    rows.append(("detect: yunet + 68 landmarks (default)", t, t / t_hog))
+    big = np.ascontiguousarray(np.repeat(np.repeat(img, 8, axis=1), 8, axis=2)[:, :3000, :4000])
+    t, _ = timed(lambda: detect.detect_faces(yun, big), r)
+    rows.append((f"detect: yunet, {big.shape[2]}x{big.shape[1]} frame", t, t / t_hog))
     for up in (0, 1):
         mmod = detect.DlibAnalyzer("mmod", upsample=up)
         t, faces = timed(lambda: detect.detect_faces(mmod, img), r)

@@ -1,6 +1,8 @@
 """Small helpers every SwapForge node family shares: type names and IMAGE/MASK conversion."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -12,6 +14,20 @@ CROPS = "SWAPFORGE_CROPS"
 IDENTITY = "SWAPFORGE_IDENTITY"
 PARTS_TYPE = "SWAPFORGE_PARTS"
 PARTS = ("eyes", "nose", "mouth")
+
+
+def check_finite(node: str, **values) -> None:
+    """Refuse NaN or infinite widget values (ComfyUI's min/max checks let NaN through), naming the input."""
+    for name, v in values.items():
+        if v is None:
+            continue
+        try:
+            ok = math.isfinite(float(v))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{node}: the input {name} is {v!r}, which is not a finite number. Type a number in "
+                             f"the {name} widget (or fix the node that feeds it).")
 
 
 def progress(total: int) -> services.Progress:

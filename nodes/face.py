@@ -2,27 +2,34 @@
 from __future__ import annotations
 
 
-from ..models.face import align, detect, paste, track
+from ..models.face import align, detect, paste, track, video
 from ..models.face import identity as idlib
 from . import preview, services
-from .common import CROPS, FACE_MODEL, FACES, IDENTITY, images_np, mask_np, progress, to_image, to_mask
+from .common import (CROPS, FACE_MODEL, FACES, IDENTITY, check_finite, images_np, mask_np, progress, to_image,
+                     to_mask)
 
 CATEGORY = "SwapForge/Face"
 _ANALYZERS: dict = {}
+VIDEO_MODES = video.VIDEO_MODES
 
 
-def _analyzer(name: str, upsample: int = 0):
-    """Loaded analyzers are kept for the session (dlib loads its four models once)."""
-    if (name, upsample) not in _ANALYZERS:
-        _ANALYZERS[(name, upsample)] = detect.load_analyzer(name, services.folder_paths_for("insightface"),
-                                                            upsample)
-    return _ANALYZERS[(name, upsample)]
+def _analyzer(name: str, upsample: int = 0, detect_size: int = 1280):
+    """Loaded analyzers are kept for the session (dlib loads its models once). dlib's MMOD/HOG detectors run
+    in a worker process and every analyzer checks ComfyUI's Cancel while it works."""
+    key = (name, upsample, detect_size)
+    if key not in _ANALYZERS:
+        _ANALYZERS[key] = detect.load_analyzer(name, services.folder_paths_for("insightface"), upsample,
+                                               detect_size=detect_size, worker=True, poll=services.check_interrupt)
+    return _ANALYZERS[key]
+
+
 
 
 class SwapForgeFaceModelLoader:
     DESCRIPTION = ("Loads a face analyzer: detection, 5 keypoints, 68 landmarks and an identity embedding. "
-                   "The embedded dlib models ship with the pack's requirements; insightface packs are read "
-                   "from models/insightface/models/<pack>/ when present.")
+                   "The embedded models (YuNet, shipped with the pack; dlib's, installed with its requirements) "
+                   "need no download; insightface packs are read from models/insightface/models/<pack>/ when "
+                   "present.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (FACE_MODEL,)
     RETURN_NAMES = ("face_model",)
@@ -34,14 +41,22 @@ class SwapForgeFaceModelLoader:
         choices = detect.list_backends(services.folder_paths_for("insightface"))
         return {"required": {"backend": (choices, {
             "default": choices[0],
-            "tooltip": "dlib_mmod: CNN detector (best embedded choice). dlib_hog: faster, frontal faces only. "
-                       "insightface/<pack>: your insightface models (non-commercial licence)."}),
+            "tooltip": "yunet: fast detector (faces from about 15 px, any pose) with dlib's 68 landmarks; the "
+                       "default. dlib_mmod: dlib's CNN detector (faces of 80 px and up, about 1 s a frame). "
+                       "dlib_hog: frontal faces only. insightface/<pack>: your insightface models "
+                       "(non-commercial licence)."}),
             "upsample": ("INT", {"default": 0, "min": 0, "max": 2, "tooltip":
-                         "dlib only: 0 finds faces of about 80 px and larger (fastest); 1 finds faces down to "
-                         "about 40 px but is about 4x slower; 2 down to about 20 px."})}}
+                         "dlib_mmod/dlib_hog only: 0 finds faces of about 80 px and larger (fastest); 1 finds "
+                         "faces down to about 40 px but is about 4x slower; 2 down to about 20 px."})},
+            "optional": {
+            "detect_size": ("INT", {"default": 1280, "min": 256, "max": 8192, "step": 64, "tooltip":
+                            "Embedded backends: frames longer than this many pixels are scaled down for "
+                            "detection (the landmarks are still found on the full frame). 1280 finds faces down "
+                            "to about 15 px in a 1280 px photo; raise it for tiny faces in very large photos "
+                            "(slower)."})}}
 
-    def load(self, backend, upsample=0):
-        return (_analyzer(backend, upsample),)
+    def load(self, backend, upsample=0, detect_size=1280):
+        return (_analyzer(backend, upsample, detect_size),)
 
 
 class SwapForgeDetectFaces:
@@ -62,23 +77,42 @@ class SwapForgeDetectFaces:
             "face_model": (FACE_MODEL, {"tooltip": "From SwapForge Face Model Loader."}),
             "image": ("IMAGE", {"tooltip": "An image or a video batch."}),
             "threshold": ("FLOAT", {"default": 0.5, "min": -5.0, "max": 5.0, "step": 0.01,
-                                    "tooltip": "Minimum detector score. dlib scores run from about -1 to 2 "
-                                               "(0.5 keeps clear faces); insightface scores are 0..1."}),
-            "min_size": ("INT", {"default": 32, "min": 0, "max": 4096,
-                                 "tooltip": "Ignore faces whose box is smaller than this many pixels."}),
+                                    "tooltip": "Minimum detector score. yunet scores are 0..1 and it keeps faces "
+                                               "from 0.6 (real faces score 0.7-0.95); dlib scores run from about "
+                                               "-1 to 2 (0.5 keeps clear faces); insightface scores are 0..1."}),
+            "min_size": ("INT", {"default": 0, "min": 0, "max": 4096,
+                                 "tooltip": "Ignore faces whose box is smaller than this many pixels (0 keeps "
+                                            "every face the detector finds)."}),
             "max_faces": ("INT", {"default": 0, "min": 0, "max": 64,
                                   "tooltip": "Keep at most this many faces per frame (0 = all)."}),
             "order": (list(detect.ORDERS), {"default": "largest_first",
                                             "tooltip": "How faces are numbered in each frame (index 0 first)."}),
+        }, "optional": {
+            "video_mode": (list(VIDEO_MODES), {"default": VIDEO_MODES[0], "tooltip":
+                           "For a batch of several frames (a video): track (keyframes) detects every few frames "
+                           "and follows the faces in between with stable track ids (fast); detect every frame "
+                           "runs the detector on each frame (no ids). A single image is always detected."}),
+            "keyframe_interval": ("INT", {"default": 5, "min": 1, "max": 120, "tooltip":
+                                  "Track mode: run the detector at least every this many frames (also after a "
+                                  "scene change or when a face is lost); 1 detects on every frame."}),
         }}
 
-    def detect(self, face_model, image, threshold, min_size, max_faces, order):
+    def detect(self, face_model, image, threshold, min_size, max_faces, order, video_mode=VIDEO_MODES[0],
+               keyframe_interval=5):
+        check_finite("SwapForge Detect Faces", threshold=threshold)
         frames = images_np(image)
-        faces = detect.detect_faces(face_model, frames, threshold, min_size, max_faces, order,
-                                    progress=progress(len(frames)))
+        stats = {}
+        faces = video.detect_or_track(face_model, frames, threshold, min_size, max_faces, order,
+                                      video_mode == VIDEO_MODES[0], keyframe_interval, progress(len(frames)), stats)
         counts = faces.counts()
-        report = "\n".join(f"frame {i}: {c} face(s)" for i, c in enumerate(counts))
-        return (faces, to_image(detect.draw_faces(frames, faces)), counts, report)
+        keys = stats.get("reasons")
+        lines = []
+        for i, c in enumerate(counts):
+            how = "" if keys is None else (f", detected ({keys[i]})" if i in keys else ", tracked")
+            lines.append(f"frame {i}: {c} face(s){how}")
+        if keys is not None:
+            lines.append(f"video: {len(counts)} frames, detector ran on {len(keys)}, {stats['tracks']} track(s)")
+        return (faces, to_image(detect.draw_faces(frames, faces)), counts, "\n".join(lines))
 
 
 class SwapForgeSelectFaces:
@@ -109,6 +143,7 @@ class SwapForgeSelectFaces:
         }}
 
     def select(self, faces, mode, indices, min_similarity, identity=None, face_model=None, image=None):
+        check_finite("SwapForge Select Faces", min_similarity=min_similarity)
         frames = images_np(image) if image is not None else None
         ui = preview.face_picker_ui(faces, frames, "indices")
         if mode == "index":
@@ -123,7 +158,8 @@ class SwapForgeSelectFaces:
 
 class SwapForgeTrackFaces:
     DESCRIPTION = ("Gives faces stable ids across the frames of a video and smooths their keypoints. A frame "
-                   "where the detector lost a face for a short gap gets an interpolated entry, flagged as such.")
+                   "where the detector lost a face for a short gap gets an interpolated entry, flagged as such. "
+                   "Faces from Detect Faces' video tracker keep the ids it gave them.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (FACES, "STRING")
     RETURN_NAMES = ("faces", "report")
@@ -141,10 +177,16 @@ class SwapForgeTrackFaces:
             "smoothing": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
                                     "tooltip": "Temporal smoothing of boxes and landmarks (0 = none). "
                                                "Forward-backward, so it adds no lag."}),
+        }, "optional": {
+            "keep_ids": ("BOOLEAN", {"default": True, "tooltip":
+                         "Keep the track ids Detect Faces' video tracker gave the faces (only gaps are filled "
+                         "and the points smoothed). Off, or for faces without ids: ids by box overlap here."}),
         }}
 
-    def track(self, faces, iou_threshold, max_gap, smoothing):
-        out, report = track.track_faces(faces, iou_threshold, max_gap, smoothing, progress=progress(len(faces)))
+    def track(self, faces, iou_threshold, max_gap, smoothing, keep_ids=True):
+        check_finite("SwapForge Track Faces", iou_threshold=iou_threshold, smoothing=smoothing)
+        out, report = track.track_faces(faces, iou_threshold, max_gap, smoothing, progress=progress(len(faces)),
+                                        keep_ids=keep_ids)
         return (out, report)
 
 
@@ -299,7 +341,7 @@ class SwapForgeIdentitySimilarity:
     def compare(self, face_model, image, identity, faces=None):
         frames = images_np(image)
         if faces is None:
-            faces = detect.detect_faces(face_model, frames, progress=progress(len(frames)))
+            faces = video.detect_or_track(face_model, frames, progress=progress(len(frames)))
         faces.check_batch(len(frames))
         scores, best = idlib.similarity_per_frame(face_model, frames, faces, identity,
                                                   progress=progress(len(frames)))

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.face import detect
+from ..models.face import detect, video
+from ..models.face.pose import yaw_degrees
 from ..models.face.records import FaceSet, has_landmarks68, no_landmarks68_message
 from ..models.partswap import blend, classic, part_detect, part_edit, parts
 from . import preview, services
-from .common import FACE_MODEL, FACES, PARTS_TYPE, images_np, progress, to_image, to_mask
+from .common import FACE_MODEL, FACES, PARTS_TYPE, check_finite, images_np, progress, to_image, to_mask
 
 CATEGORY = "SwapForge/Part swap"
 GDINO = "SWAPFORGE_GROUNDING_DINO"
@@ -62,6 +63,7 @@ class SwapForgeFaceParts:
         }}
 
     def parts(self, image, faces, face_index, dilate, feather):
+        check_finite("SwapForge Face Parts", dilate=dilate, feather=feather)
         frames = images_np(image)
         faces.check_batch(len(frames))
         partset = parts.compute_parts(faces)
@@ -75,11 +77,12 @@ class SwapForgeFaceParts:
 class SwapForgeClassicPartSwap:
     DESCRIPTION = ("Swaps eyes, nose and/or mouth from source photos into every frame of the target: each part "
                    "is aligned by its landmarks, colour-matched and blended seamlessly (the cut-and-paste "
-                   "baseline of FuseAnyPart). Frames without a face pass through unchanged and are reported.")
+                   "baseline of FuseAnyPart). Frames without a face, and faces turned more than max_yaw, pass "
+                   "through unchanged and are reported in status.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK", "STRING")
     RETURN_NAMES = ("image", "mask", "status")
-    OUTPUT_TOOLTIPS = ("The edited frames (frames without a face unchanged).", "Where each frame was changed: the union of the part masks.", "One line per frame: swapped, or why not.")
+    OUTPUT_TOOLTIPS = ("The edited frames (frames without a face unchanged).", "Where each frame was changed: the union of the part masks.", "One line per frame: swapped, or why not (no face, face index out of range, skipped: pose).")
     FUNCTION = "swap"
 
     @classmethod
@@ -103,6 +106,14 @@ class SwapForgeClassicPartSwap:
             "feather": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "Soften each part region over this fraction of the part's size."}),
         }, "optional": {
+            "max_yaw": ("FLOAT", {"default": classic.DEFAULT_MAX_YAW, "min": 0.0, "max": 90.0, "step": 1.0,
+                                  "tooltip": "Faces (and sources) turned left or right more than this many degrees "
+                                             "are left unchanged (status 'skipped: pose'): frontal parts do not "
+                                             "fit a turned face. 90 swaps every face."}),
+            "masks": (list(classic.MASK_MODES), {"default": classic.MASK_MODES[0], "tooltip":
+                      "seam-aware: each part's region covers the target's and the donor's part, hugs the part "
+                      "and is colour-matched on the skin around it. landmark hulls: the earlier regions (the "
+                      "target's part only, grown by the part's overall size)."}),
             "eyes_source": ("IMAGE", {"tooltip": src_tip.format("eyes and brows")}),
             "nose_source": ("IMAGE", {"tooltip": src_tip.format("nose")}),
             "mouth_source": ("IMAGE", {"tooltip": src_tip.format("mouth")}),
@@ -110,22 +121,24 @@ class SwapForgeClassicPartSwap:
         }}
 
     def swap(self, face_model, target, blend_mode, color_match, face_index, dilate, feather,
-             eyes_source=None, nose_source=None, mouth_source=None, target_faces=None):
+             eyes_source=None, nose_source=None, mouth_source=None, target_faces=None,
+             max_yaw=classic.DEFAULT_MAX_YAW, masks=classic.MASK_MODES[0]):
+        check_finite("SwapForge Classic Part Swap", dilate=dilate, feather=feather, max_yaw=max_yaw)
         frames = images_np(target)
         given = {"eyes": eyes_source, "nose": nose_source, "mouth": mouth_source}
         sources = {}
         for part, img in given.items():
             if img is not None:
-                sources[part] = _source_part(face_model, img, part)
+                sources[part] = _source_part(face_model, img, part, max_yaw)
         if not sources:
             raise ValueError("SwapForge Classic Part Swap: no source connected. Connect at least one of "
                              "eyes_source, nose_source, mouth_source.")
         if target_faces is None:
-            target_faces = detect.detect_faces(face_model, frames, progress=progress(len(frames)))
+            target_faces = video.detect_or_track(face_model, frames, progress=progress(len(frames)))
         target_faces.check_batch(len(frames), "target")
         out, mask, status = classic.swap_parts_batch(
             frames, target_faces, sources, None if face_index < 0 else face_index, blend_mode, color_match,
-            dilate, feather, progress=progress(len(frames)))
+            dilate, feather, progress=progress(len(frames)), max_yaw=max_yaw, masks=masks)
         report = "\n".join(f"frame {i}: {s}" for i, s in enumerate(status))
         return preview.NodeOutput((to_image(out), to_mask(mask), report),
                                   preview.face_picker_ui(target_faces, frames, "face_index"))
@@ -241,6 +254,8 @@ class SwapForgePartDetector:
 
     def detect(self, image, faces, backend, mask_mode, eyes_prompt, nose_prompt, mouth_prompt, box_threshold,
                text_threshold, face_margin, face_index, grounding_dino=None, sam=None, boxes=""):
+        check_finite("SwapForge Part Detector", box_threshold=box_threshold, text_threshold=text_threshold,
+                     face_margin=face_margin)
         frames = images_np(image)
         faces.check_batch(len(frames))
         edits = part_edit.parse_box_edits(boxes)
@@ -270,16 +285,25 @@ class SwapForgePartDetector:
         return preview.NodeOutput(result, ui)
 
 
-def _source_part(face_model, image, part):
+def _source_part(face_model, image, part, max_yaw=90.0):
     """(image, 68 landmarks) of the largest face in the first image of a source batch."""
     first = images_np(image)[:1]
-    faces: FaceSet = detect.detect_faces(face_model, first, max_faces=1, order="largest_first")
+    faces: FaceSet = detect.detect_faces(face_model, first, threshold=0.5, min_size=0, max_faces=1,
+                                         order="largest_first")
     if len(faces.frames[0]) == 0:
-        raise ValueError(f"SwapForge Classic Part Swap: no face found in the {part} source image. Use a photo "
-                         "with a clearly visible face, or lower the detector threshold.")
+        raise ValueError(f"SwapForge Classic Part Swap: no face found in the {part} source image "
+                         f"({first.shape[2]}x{first.shape[1]}, backend {face_model.name}). Expected a photo with a "
+                         f"clearly visible face. Connect another {part}_source photo, or load the 'yunet (embedded)' "
+                         f"backend in the Face Model Loader (it finds smaller and turned faces than dlib_mmod).")
     if not has_landmarks68(faces.frames[0].landmarks68[0]):
         raise ValueError(no_landmarks68_message(f"The classic part swap ({part} source)"))
-    return first[0], np.asarray(faces.frames[0].landmarks68[0])
+    lm = np.asarray(faces.frames[0].landmarks68[0])
+    yaw = yaw_degrees(lm)
+    if abs(yaw) > max_yaw:
+        raise ValueError(f"SwapForge Classic Part Swap: the face in the {part} source image is turned {yaw:+.0f} "
+                         f"degrees, more than max_yaw ({max_yaw:g}); its {part} would not fit a frontal target. "
+                         f"Connect a more frontal {part}_source photo, or raise max_yaw.")
+    return first[0], lm
 
 
 NODE_CLASS_MAPPINGS = {

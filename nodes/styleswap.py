@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.face import detect
+from ..models.face import detect, video
 from ..models.styleswap import checkpoints, sbm
 from ..models.styleswap import swapper as sw
 from ..models.styleswap.encoder import StyleEncoder
@@ -257,7 +257,7 @@ class SwapForgeFaceSwap:
         code, used = sw.source_code(module, src, src_faces)
         frames = images_np(target)
         if target_faces is None:
-            target_faces = detect.detect_faces(face_model, frames, progress=progress(len(frames)))
+            target_faces = video.detect_or_track(face_model, frames, progress=progress(len(frames)))
         res = sw.swap_faces(module, code.w, frames, target_faces, strength, face_index, int(crop_size), erode,
                             feather, color_match, frames_per_chunk, progress=progress(len(frames)))
         report = "\n".join([f"source: {len(used)} of {len(src)} photo(s) with a face (used: {used})"] + res.status)

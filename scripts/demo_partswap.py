@@ -43,7 +43,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     pack = load_pack()
     N = pack.NODE_CLASS_MAPPINGS
-    (face_model,) = N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)", 0)
+    (face_model,) = N["SwapForge_FaceModelLoader"]().load("yunet (embedded)", 0)
     for target, eyes, nose, mouth in SWAPS:
         t0 = time.time()
         kw = {f"{p}_source": load(s) for p, s in (("eyes", eyes), ("nose", nose), ("mouth", mouth)) if s}

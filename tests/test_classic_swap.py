@@ -202,13 +202,60 @@ def test_classic_swap_pastes_biden_eyes_and_hopper_mouth_and_leaves_the_rest(pho
         print(f"{part}: detail zncc to warped source {to_source:.3f}, to target {to_target:.3f}; "
               f"plain zncc {_zncc(out, ref, sel):.3f} / {_zncc(out, tgt, sel):.3f}")
         assert to_source > 0.8 and to_source > to_target + 0.2
-    # The nose was not requested: the mask is the eyes and mouth masks only; their feathered tails reach the
-    # nose tip at under 0.5, and Poisson cloning changes nothing outside mask > 0.5.
-    pm = parts.part_masks(t_lm, (h, w))
-    np.testing.assert_array_equal(mask, np.maximum(pm["eyes"], pm["mouth"]))
+    # The nose was not requested: the mask is the eyes and mouth regions only, which do not reach the nose tip,
+    # and Poisson cloning changes nothing outside mask > 0.5.
     x, y = np.round(t_lm[30]).astype(int)
     assert mask[y, x] < 0.5
     np.testing.assert_allclose(out[mask <= 0.5], tgt[mask <= 0.5], atol=1e-6)
+    # the earlier masks are still there on request: exactly the target's grown part hulls
+    _, hull_mask = classic.swap_parts_frame(tgt, t_lm, sources, "poisson", "rgb", masks="landmark hulls")
+    pm = parts.part_masks(t_lm, (h, w))
+    np.testing.assert_array_equal(hull_mask, np.maximum(pm["eyes"], pm["mouth"]))
+
+
+def _fill(h, w, pts):
+    m = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(m, np.round(cv2.convexHull(np.asarray(pts, np.float32))).astype(np.int32), 1)
+    return m > 0
+
+
+def test_seam_aware_masks_cover_both_parts_and_hug_them(photos):
+    """A target whose mouth is open (its lip points stretched 2x vertically) and a closed donor mouth: the part
+    fit leaves the donor's lips wider and the target's taller, so each sticks out of the other. Both are
+    fully swapped (no second lip line), and the region ends within (dilate + 4 feather) x the part's smaller side of the two parts' hull."""
+    tgt, t_lm = photos["obama"]
+    src, s_lm = photos["grace_hopper"]
+    t_lm = t_lm.copy()
+    c = t_lm[MOUTH].mean(0)
+    t_lm[MOUTH, 1] = c[1] + 2.0 * (t_lm[MOUTH, 1] - c[1])
+    h, w = tgt.shape[:2]
+    for part, idx in (("mouth", MOUTH), ("eyes", EYES)):
+        out, mask = classic.swap_parts_frame(tgt, t_lm, {part: (src, s_lm)}, "alpha", "none", 0.15, 0.1)
+        donor_pts = cv2.transform(s_lm[idx][None], _similarity_lstsq(s_lm[idx], t_lm[idx]))[0]
+        own, donor = _fill(h, w, t_lm[idx]), _fill(h, w, donor_pts)
+        assert mask[own | donor].min() > 0.99
+        if part == "mouth":
+            assert (donor & ~own).sum() > 50 and (own & ~donor).sum() > 50
+        side = (t_lm[idx].max(0) - t_lm[idx].min(0)).min()
+        both = _fill(h, w, np.concatenate([t_lm[idx], donor_pts]))
+        dist = cv2.distanceTransform((~both).astype(np.uint8), cv2.DIST_L2, 5)
+        assert mask[dist > (0.15 + 4 * 0.1) * side + 2].max() == 0.0
+        np.testing.assert_array_equal(out[mask == 0], tgt[mask == 0])
+
+
+def test_seam_aware_masks_never_take_pixels_the_donor_photo_does_not_have(photos):
+    """A donor cut just right of its right eye: where the warp would show the mirrored border, the mask is 0."""
+    tgt, t_lm = photos["obama"]
+    src, s_lm = photos["biden"]
+    cut = int(np.ceil(s_lm[45, 0])) + 2  # a column just outside the outer corner of the eye on the right
+    src_cut, h, w = np.ascontiguousarray(src[:, :cut]), tgt.shape[0], tgt.shape[1]
+    _, mask = classic.swap_parts_frame(tgt, t_lm, {"eyes": (src_cut, s_lm)}, "poisson", "rgb")
+    a = _similarity_lstsq(s_lm[EYES], t_lm[EYES])
+    inv = cv2.invertAffineTransform(a)
+    ys, xs = np.mgrid[0:h, 0:w]
+    sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]  # the donor column each target pixel comes from
+    assert mask[sx > cut + 1].max() == 0.0
+    assert mask[sx < cut - 6].max() == 1.0  # the rest of the part is still swapped
 
 
 @pytest.mark.parametrize("mode", ["multiband", "alpha"])
@@ -257,7 +304,7 @@ def test_swap_batch_keeps_twelve_frames_and_passes_faceless_frames_through(photo
 def test_swap_batch_with_a_missing_face_index_passes_every_frame_through(photos):
     frames, fs = _still_batch(photos, n=3, empty=())
     out, mask, status = classic.swap_parts_batch(frames, fs, {"mouth": photos["grace_hopper"]}, face_index=1)
-    assert status == ["no face"] * 3
+    assert status == ["face 1 out of range (1 face)"] * 3
     np.testing.assert_array_equal(out, frames)
     assert not mask.any()
 

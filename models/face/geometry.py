@@ -17,6 +17,21 @@ def check_points(a, n: int, what: str, stage: str) -> np.ndarray:
     return a
 
 
+def box_overlaps(a, b):
+    """For boxes a [M, 4] and b [N, 4] (x0, y0, x1, y1): (IoU [M, N], the fraction of each a box's area that
+    lies inside each b box [M, N]). Empty boxes overlap nothing."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None]
+    b = np.asarray(b, np.float64).reshape(-1, 4)[None]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
+    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    union = area_a + area_b - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return iou, np.where(area_a > 0, inter / np.maximum(area_a, 1e-12), 0.0)
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray, estimate_scale: bool = True) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking src points onto dst points.
 

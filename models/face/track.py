@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .geometry import box_overlaps
 from .records import FaceSet, FrameFaces
 
 _NO_MATCH = 1e6
@@ -29,15 +30,7 @@ _NO_MATCH = 1e6
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of a [M, 4] with every box of b [N, 4] (x0, y0, x1, y1) -> [M, N]."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None]
-    b = np.asarray(b, np.float64).reshape(-1, 4)[None]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return box_overlaps(a, b)[0]
 
 
 def _line_extension(x: np.ndarray, m: int, steps: np.ndarray) -> np.ndarray:
@@ -115,11 +108,14 @@ class _Track:
 
 
 def track_faces(faceset: FaceSet, iou_threshold: float = 0.3, max_gap: int = 5, smoothing: float = 0.5,
-                progress: Optional[Callable[[], None]] = None) -> Tuple[FaceSet, str]:
+                progress: Optional[Callable[[], None]] = None, keep_ids: bool = True) -> Tuple[FaceSet, str]:
     """Give every face a stable track id across the frames (see the module docstring for the method).
 
     Args:
-        faceset: faces per frame (any earlier track ids are replaced).
+        faceset: faces per frame. When keep_ids is True and every face already has a track id (>= 0, as
+            video.track_video gives them), those ids are kept: faces with one id form one track, and only
+            the gap filling and smoothing below apply (a gap longer than max_gap is not filled). Otherwise
+            the ids are assigned here.
         iou_threshold: minimum IoU between a track's predicted box and a face to continue the track.
         max_gap: the most consecutive frames a track may miss and still continue (filled by linear
             interpolation); 0 = a missed frame ends the track.
@@ -137,6 +133,40 @@ def track_faces(faceset: FaceSet, iou_threshold: float = 0.3, max_gap: int = 5, 
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"SwapForge: iou_threshold must be in 0..1, got {iou_threshold}.")
 
+    has_ids = all(bool((ff.track_ids >= 0).all()) and len(set(ff.track_ids.tolist())) == len(ff)
+                  for ff in faceset.frames)
+    if keep_ids and has_ids and any(len(ff) for ff in faceset.frames):
+        tracks, filled = _tracks_from_ids(faceset, max_gap, progress)
+    else:
+        tracks, filled = _assign_tracks(faceset, iou_threshold, max_gap, progress)
+        has_ids = False
+    return _finish(faceset, tracks, filled, smoothing, iou_threshold, max_gap, has_ids)
+
+
+def _tracks_from_ids(faceset: FaceSet, max_gap: int, progress) -> Tuple[List["_Track"], dict]:
+    """Tracks made of the faces sharing a track id; a gap longer than max_gap splits one into segments."""
+    segments: dict = {}
+    tracks: List[_Track] = []
+    filled: dict = {}
+    for t, faces in enumerate(faceset.frames):
+        for c in range(len(faces)):
+            tid = int(faces.track_ids[c])
+            args = (faces.boxes[c].astype(np.float64), float(faces.scores[c]), faces.kps5[c].astype(np.float64),
+                    faces.landmarks68[c].astype(np.float64), bool(faces.interpolated[c]))
+            tr = segments.get(tid)
+            if tr is not None and tr.last_frame < t and t - tr.last_frame - 1 <= max_gap:
+                filled[id(tr)] = filled.get(id(tr), 0) + tr.add(t, *args)
+            else:
+                tr = _Track(tid, t, *args)
+                segments[tid] = tr
+                tracks.append(tr)
+        if progress is not None:
+            progress()
+    return tracks, filled
+
+
+def _assign_tracks(faceset: FaceSet, iou_threshold: float, max_gap: int, progress) -> Tuple[List["_Track"], dict]:
+    """Hungarian assignment of each frame's faces to the live tracks (module docstring)."""
     tracks: List[_Track] = []
     live: List[_Track] = []
     filled = {}
@@ -160,7 +190,7 @@ def track_faces(faceset: FaceSet, iou_threshold: float = 0.3, max_gap: int = 5, 
                 if valid[r, c]:
                     tr = live[r]
                     n_fill = tr.add(t, boxes[c], float(faces.scores[c]), kps[c], lms[c], bool(faces.interpolated[c]))
-                    filled[tr.id] = filled.get(tr.id, 0) + n_fill
+                    filled[id(tr)] = filled.get(id(tr), 0) + n_fill
                     matched.add(int(c))
         for c in range(len(faces)):
             if c not in matched:
@@ -170,7 +200,11 @@ def track_faces(faceset: FaceSet, iou_threshold: float = 0.3, max_gap: int = 5, 
                 live.append(tr)
         if progress is not None:
             progress()
+    return tracks, filled
 
+
+def _finish(faceset: FaceSet, tracks, filled, smoothing, iou_threshold, max_gap, kept_ids) -> Tuple[FaceSet, str]:
+    """Smooth each track, write the per-frame records (ordered by track id) and the report."""
     per_frame = [[] for _ in faceset.frames]
     for tr in tracks:
         frames = sorted(tr.entries)
@@ -192,12 +226,13 @@ def track_faces(faceset: FaceSet, iou_threshold: float = 0.3, max_gap: int = 5, 
                               np.array([it[0] for it in items]), np.array([it[5] for it in items])))
 
     empty = [i for i, items in enumerate(per_frame) if not items]
-    lines = [f"tracks: {len(tracks)} over {len(faceset.frames)} frame(s) (iou_threshold {iou_threshold}, "
+    how = "ids kept from the detector's tracker" if kept_ids else f"iou_threshold {iou_threshold}"
+    lines = [f"tracks: {len(tracks)} over {len(faceset.frames)} frame(s) ({how}, "
              f"max_gap {max_gap}, smoothing {smoothing})"]
     for tr in tracks:
         first, last = min(tr.entries), max(tr.entries)
         lines.append(f"track {tr.id}: frames {first}-{last} ({last - first + 1} frames, "
-                     f"{filled.get(tr.id, 0)} interpolated)")
+                     f"{filled.get(id(tr), 0)} interpolated)")
     shown = ", ".join(str(i) for i in empty[:20]) + (", ..." if len(empty) > 20 else "")
     lines.append(f"frames with no face: {len(empty)}" + (f" ({shown})" if empty else ""))
     return faceset.with_frames(out), "\n".join(lines)

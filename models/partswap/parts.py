@@ -181,13 +181,13 @@ def part_polygons(landmarks68) -> Dict[str, np.ndarray]:
     return out
 
 
-def _part_size(poly: np.ndarray) -> float:
+def part_size(poly: np.ndarray) -> float:
     """A part's size in px: the geometric mean of its landmark bounds' width and height."""
     span = poly.max(0) - poly.min(0)
     return float(np.sqrt(max(span[0], 1.0) * max(span[1], 1.0)))
 
 
-def _soft_polygon_mask(poly: np.ndarray, h: int, w: int, dilate_px: float, sigma_px: float) -> np.ndarray:
+def soft_polygon_mask(poly: np.ndarray, h: int, w: int, dilate_px: float, sigma_px: float) -> np.ndarray:
     """Filled polygon dilated by dilate_px (value 1), then exp(-d^2 / (2 sigma^2)) at distance d outside,
     cut to 0 beyond 4 sigma. Computed in an ROI that may extend past the frame, so distances are true."""
     reach = 4.0 * sigma_px
@@ -239,8 +239,8 @@ def part_masks(landmarks68, frame_size, dilate_frac: float = 0.15, feather_frac:
     polys = part_polygons(landmarks68)
     out = {}
     for p in parts:
-        size = _part_size(polys[p])
-        out[p] = _soft_polygon_mask(polys[p], h, w, dilate_frac * size, feather_frac * size)
+        size = part_size(polys[p])
+        out[p] = soft_polygon_mask(polys[p], h, w, dilate_frac * size, feather_frac * size)
     return out
 
 

@@ -322,8 +322,9 @@ def source_code(swapper_or_encoder: nn.Module, images: np.ndarray, faces: FaceSe
     faces.check_batch(len(images), "source image")
     used = [i for i, f in enumerate(faces.frames) if len(f) > 0]
     if not used:
-        raise ValueError(f"SwapForge Face Swap: no face found in any of the {len(images)} source image(s). Use "
-                         "photos with a clearly visible face, or lower the detector's threshold.")
+        raise ValueError(f"SwapForge Face Swap: no face found in any of the {len(images)} source image(s). Expected "
+                         "photos with a clearly visible face. Connect other source photos, or load the 'yunet "
+                         "(embedded)' backend in the Face Model Loader (it finds smaller and turned faces).")
     one = faces.with_frames([f.take([0]) if len(f) else f for f in faces.frames])
     crops, info, _ = align.align_crop(images, one, INPUT_SIZE, "ffhq")
     valid = [k for k, c in enumerate(info.crops) if c.valid]

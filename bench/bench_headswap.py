@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models.face import detect as detlib  # noqa: E402
-from models.face import track as facetrack  # noqa: E402
+from models.face import video  # noqa: E402
 from models.gswap import body as bodylib  # noqa: E402
 from models.gswap import headswap as hslib  # noqa: E402
 from models.gswap import metrics as mlib  # noqa: E402
@@ -135,7 +135,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--steps", type=int, default=hslib.HeadSwapConfig.fit_steps, help="avatar fitting steps")
     ap.add_argument("--uv-resolution", type=int, default=hslib.HeadSwapConfig.uv_resolution)
-    ap.add_argument("--detector", default="dlib_hog (embedded)", help="face analyzer (Face Model Loader names)")
+    ap.add_argument("--detector", default="yunet (embedded)", help="face analyzer (Face Model Loader names)")
     ap.add_argument("--body", default="anny", choices=("anny", "template"))
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
@@ -149,8 +149,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     analyzer = detlib.load_analyzer(a.detector, [], 1)
-    det = detlib.detect_faces(analyzer, frames)
-    faces, _ = facetrack.track_faces(det)
+    faces = video.detect_or_track(analyzer, frames)  # as the Head Swap node: tracked, ids stable
     lm, k5, valid, interp, note = hslib.face_arrays(faces)
     valid = valid & ~interp  # faces the tracker only filled in pass through (as in the Head Swap node)
     secs["detect_track_faces"] = time.perf_counter() - t0

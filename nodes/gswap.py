@@ -20,7 +20,6 @@ from ..models.gswap import avatar as avlib
 from ..models.gswap import body as bodylib
 from ..models.gswap import headswap as hslib
 from ..models.gswap import track as tracklib
-from ..models.gswap.fit import fit_avatar
 from ..models.gswap.losses import load_perceptual
 from ..models.gswap.rerenderer import render_frame
 from . import services
@@ -258,16 +257,20 @@ class SwapForgeGaussianFitter:
             "target_frames": ("IMAGE", {"tooltip": "I_tgt, the original target frames: the background loss (eq. 15) "
                                                    "compares with them outside M_fore; default: the training frames."}),
             "region": (["head and neck", "whole surface"], {"default": "head and neck", "tooltip":
-                       "Where the Gaussians go: the surface's head and neck triangles (GSwap), or all of it."}),
+                       "Where the Gaussians go: the head and neck triangles that face the camera in some frame, "
+                       "starting half a texel wide (GSwap), or every triangle, a texel wide."}),
             "crop_to_head": ("BOOLEAN", {"default": True, "tooltip":
                              "Train on the window around the head regions only (same result, less work)."}),
             "deterministic": ("BOOLEAN", {"default": False, "tooltip":
                               "Bit-reproducible on the CPU: one thread while fitting (process-wide, restored after)."}),
+            "render_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                             "Splat the Gaussians at this fraction of the frame size (1 = the paper; 0 = automatic: "
+                             "1 on CUDA, 0.5 on a CPU, about 4x less work). The avatar keeps it for rendering."}),
         }}
 
     def fit(self, body_model, track, frames, fg_mask, steps, seed, batch_frames, uv_resolution, preview_every,
             head_mask=None, backgrounds=None, resume_avatar=None, target_frames=None, region="head and neck",
-            crop_to_head=True, deterministic=False):
+            crop_to_head=True, deterministic=False, render_scale=0.0):
         img = images_np(frames)
         T, H, W = img.shape[:3]
         _check_track(track, body_model, T, (H, W), "the frames")
@@ -282,21 +285,21 @@ class SwapForgeGaussianFitter:
             _check_size(bg, (H, W), "backgrounds", "the frames")
         tgt = img if target_frames is None else _per_frame(images_np(target_frames), T, "target_frames", "the frames")
         _check_size(tgt, (H, W), "target_frames", "the frames")
-        rest, transforms = _posed(body_model, track)
         lpips_dir = os.path.join(services.models_dir(), "swapforge", "lpips")
         perceptual = load_perceptual(lpips_dir)
-        x0, y0, x1, y1 = hslib.crop_window([head, fg], (H, W), 0.04) if crop_to_head else (0, 0, W, H)
-        crop = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, y0:y1, x0:x1]))  # noqa: E731
         bar = progress(int(steps))
         device = services.torch_device()
-        avatar, history = fit_avatar(
-            body_model.faces, body_model.uv, body_model.uv_faces, rest, transforms, hslib.shift_K(track.K, x0, y0),
-            track.extrinsics, crop(img), crop(fg), crop(head), crop(bg), target_frames=crop(tgt),
-            steps=int(steps), seed=int(seed), batch_frames=int(batch_frames), uv_resolution=int(uv_resolution),
-            perceptual=perceptual, preview_every=int(preview_every), resume_from=resume_avatar,
-            surface_kind=body_model.name, deterministic=bool(deterministic), device=device,
-            face_subset=body_model.head_faces() if region == "head and neck" else None,
+        head_region = region == "head and neck"
+        cfg = hslib.HeadSwapConfig(fit_steps=int(steps), seed=int(seed), batch_frames=int(batch_frames),
+                                   uv_resolution=int(uv_resolution), deterministic=bool(deterministic),
+                                   scale_factor=0.5 if head_region else 1.0,
+                                   render_scale=float(render_scale) or None)
+        avatar, history, (x0, y0, x1, y1) = hslib.fit_clip(
+            body_model, track, img, fg, head, bg, tgt, cfg, perceptual=perceptual, device=device,
+            resume_from=resume_avatar, region=region, crop=bool(crop_to_head), preview_every=int(preview_every),
             progress=lambda step, total, pv: bar.update(1, None if pv is None else _comfy_preview(pv)))
+        rest, transforms = _posed(body_model, track, 0, 1)
+        crop = lambda a: torch.from_numpy(np.ascontiguousarray(a[:1, y0:y1, x0:x1]))  # noqa: E731
         with torch.no_grad():
             first = render_frame(avatar.field, avatar.renderer, rest[0].to(device), transforms[0].to(device),
                                  hslib.shift_K(track.K, x0, y0).to(device), track.extrinsics[0].to(device),

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from ..models.face import detect as detlib
-from ..models.face import track as facetrack
+from ..models.face import video
 from ..models.face.records import FaceSet, FrameFaces
 from ..models.gswap import background as bglib
 from ..models.gswap import head_mask as hmlib
@@ -343,8 +343,8 @@ class SwapForgeHeadSwap:
         stages = {"detect": T, "head masks": T, "background": T, "generate": T, "track target": cfg.track_iters,
                   "re-track": cfg.retrack_iters, "fit": cfg.fit_steps, "render": T}
         bar = progress(sum(stages.values()))
-        det = detlib.detect_faces(face_model, frames, progress=lambda: bar.update(1))
-        faces, _ = facetrack.track_faces(det)
+        # a video is tracked (detector on keyframes, landmarks followed in between: ids stay stable)
+        faces = video.detect_or_track(face_model, frames, progress=lambda: bar.update(1))
         lm, k5, valid, interp, note = hslib.face_arrays(faces, int(face_index))
         sources = _prepare_sources(face_model, _source_images(source, source_2, source_3), cfg.neck_line, cfg.hair)
         done = {}

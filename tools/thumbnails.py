@@ -3,8 +3,9 @@
     python -m tools.thumbnails --server http://127.0.0.1:8188 [NAME ...]
 
 A template that runs on what the pack ships (REAL_OUTPUT below) gets a real output: its API twin is queued on the
-server (the photos it names must be in the server's input folder: copy tests/data/*.jpg there), the first image
-of the named output node is downloaded and downscaled. A template whose weights cannot be had offline gets its
+server (the photos and videos it names must be in the server's input folder: copy tests/data/*.jpg and *.mp4
+there), the first image of the named output node is downloaded and downscaled; a video template (REAL_VIDEO) gets
+the middle frame of its input video beside the same frame of the video it wrote. A template whose weights cannot be had offline gets its
 inputs side by side, captioned "inputs" (its Note says so), or, for the Part Detector with Grounding DINO, the
 landmark part boxes of its photo computed by the pack (captioned so). Nothing pretends to be a result it is not.
 """
@@ -32,6 +33,12 @@ REAL_OUTPUT = {
     "pick_face_edit_part_boxes": "10",
     "video_track_part_swap": "10",
     "gswap_fit_render": "13",
+}
+# video templates -> (the LoadVideo node, the SaveVideo node): the thumbnail is the middle frame of the input next
+# to the same frame of the written video (real outputs, run in ComfyUI)
+REAL_VIDEO = {
+    "gswap_head_swap": ("1", "8"),
+    "gswap_head_swap_stages": ("1", "18"),
 }
 PHOTOS_DIR = os.path.join(wd.REPO_ROOT, "tests", "data")
 
@@ -89,7 +96,8 @@ def landmark_boxes(name: str) -> Image.Image:
     return _caption(Image.fromarray((drawn * 255).round().astype(np.uint8)), "landmark boxes, not Grounding DINO")
 
 
-def real_output(name: str, server: str, timeout: float = 900) -> Image.Image:
+def _run(name: str, server: str, timeout: float):
+    """Queue the template's API twin on `server`; (prompt, history entry, client) once it finished."""
     from .batch_queue import ComfyClient, _history_error
     with open(wd.api_path(name), encoding="utf-8") as f:
         prompt = json.load(f)
@@ -106,14 +114,41 @@ def real_output(name: str, server: str, timeout: float = 900) -> Image.Image:
     err = _history_error(entry)
     if err:
         raise RuntimeError(f"{name}: {err}")
+    return prompt, entry, client
+
+
+def real_output(name: str, server: str, timeout: float = 900) -> Image.Image:
+    prompt, entry, client = _run(name, server, timeout)
     ref = entry["outputs"][REAL_OUTPUT[name]]["images"][0]
     data = client.view(ref["filename"], ref.get("subfolder", ""), ref.get("type", "output"))
     return Image.open(BytesIO(data))
 
 
+def _middle_frame(data: bytes) -> Image.Image:
+    import av
+    with av.open(BytesIO(data)) as c:
+        frames = [f.to_image() for f in c.decode(video=0)]
+    return frames[len(frames) // 2]
+
+
+def real_video(name: str, server: str, timeout: float = 1800) -> Image.Image:
+    """The middle frame of the template's input video beside the same frame of the video it writes."""
+    load, save = REAL_VIDEO[name]
+    prompt, entry, client = _run(name, server, timeout)
+    ref = entry["outputs"][save]["images"][0]
+    out = _middle_frame(client.view(ref["filename"], ref.get("subfolder", ""), ref.get("type", "output")))
+    src = _middle_frame(client.view(prompt[load]["inputs"]["file"], "", "input"))
+    pair = Image.new("RGB", (src.width + out.width + 4, max(src.height, out.height)), (40, 40, 40))
+    pair.paste(src, (0, 0))
+    pair.paste(out, (src.width + 4, 0))
+    return _caption(pair, "target | swapped (middle frame)")
+
+
 def make(name: str, server: str) -> str:
     if name in REAL_OUTPUT:
         img = real_output(name, server)
+    elif name in REAL_VIDEO:
+        img = real_video(name, server)
     elif name.startswith("part_detector"):
         img = landmark_boxes(name)
     else:

@@ -223,6 +223,36 @@ def composite(target: np.ndarray, render: np.ndarray, m_head: np.ndarray, window
     return out
 
 
+def default_render_scale(device=None) -> float:
+    """The splat scale of HeadSwapConfig.render_scale=None: 1 (the paper) on CUDA, 0.5 on other devices."""
+    return 1.0 if torch.device(device or "cpu").type == "cuda" else 0.5
+
+
+def fit_clip(surface: BodySurface, track: BodyTrack, frames: np.ndarray, fg_masks: np.ndarray, m_head: np.ndarray,
+             backgrounds: np.ndarray, target_frames: np.ndarray, cfg: HeadSwapConfig, perceptual=None, device=None,
+             progress=None, resume_from=None, region: str = "head and neck", crop: bool = True, preview_every: int = 0):
+    """Stage 6: the avatar fitted on `frames` (I_gen) with `track` (the re-track), A_gen `fg_masks`, M_head,
+    Î_tgt and I_tgt, on the crop window of the head regions (`crop`), with Gaussians on the head and neck
+    triangles that face the camera in some frame (`region` "head and neck"; "whole surface": every triangle),
+    cfg's steps, UV resolution, initial scale and splat scale. Returns (avatar, loss history, window)."""
+    T, H, W = frames.shape[:3]
+    window = crop_window([m_head, fg_masks], (H, W), cfg.crop_margin) if crop else (0, 0, W, H)
+    x0, y0, x1, y1 = window
+    rest, trans = posed(surface, track)
+    c = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, y0:y1, x0:x1]))  # noqa: E731
+    subset = None
+    if region == "head and neck":
+        subset = surface.head_faces() & facing_faces(surface, rest, trans, track.extrinsics)
+    avatar, history = fit_avatar(
+        surface.faces, surface.uv, surface.uv_faces, rest, trans, shift_K(track.K, x0, y0), track.extrinsics,
+        c(frames), c(fg_masks), c(m_head), c(backgrounds), target_frames=c(target_frames),
+        steps=cfg.fit_steps, seed=cfg.seed, batch_frames=cfg.batch_frames, uv_resolution=cfg.uv_resolution,
+        perceptual=perceptual, surface_kind=surface.name, scale_factor=cfg.scale_factor, device=device,
+        render_scale=cfg.render_scale or default_render_scale(device), face_subset=subset,
+        deterministic=cfg.deterministic, progress=progress, resume_from=resume_from, preview_every=preview_every)
+    return avatar, history, window
+
+
 # -------------------------------------------------------------------------------------------------- run
 
 def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.ndarray, sources: SourceSet,
@@ -273,18 +303,10 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
                   f"{np.nanmean(retrack.errors_px.numpy()):.2f} px mean landmark error")
 
     t0 = time.perf_counter()
-    window = crop_window([m_head, a_gen], (H, W), cfg.crop_margin)
+    avatar, history, window = fit_clip(surface, retrack, i_gen, a_gen, m_head, backgrounds, frames, cfg,
+                                       perceptual=perceptual, device=device,
+                                       progress=lambda s, n, pv: p("fit", s, n))
     x0, y0, x1, y1 = window
-    rest, trans = posed(surface, retrack)
-    crop = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, y0:y1, x0:x1]))  # noqa: E731
-    avatar, history = fit_avatar(
-        surface.faces, surface.uv, surface.uv_faces, rest, trans, shift_K(retrack.K, x0, y0), retrack.extrinsics,
-        crop(i_gen), crop(a_gen), crop(m_head), crop(backgrounds), target_frames=crop(frames),
-        steps=cfg.fit_steps, seed=cfg.seed, batch_frames=cfg.batch_frames, uv_resolution=cfg.uv_resolution,
-        perceptual=perceptual, surface_kind=surface.name, scale_factor=cfg.scale_factor, device=device,
-        render_scale=cfg.render_scale or (1.0 if torch.device(device or "cpu").type == "cuda" else 0.5),
-        face_subset=surface.head_faces() & facing_faces(surface, rest, trans, retrack.extrinsics),
-        deterministic=cfg.deterministic, progress=lambda s, n, pv: p("fit", s, n))
     secs["fit"] = time.perf_counter() - t0
     report.append(f"fit: {cfg.fit_steps} steps on a {x1 - x0}x{y1 - y0} window, {avatar.field.num_gaussians} "
                   f"Gaussians on the head and neck, loss {history[0]['total']:.4f} -> {history[-1]['total']:.4f}; "

@@ -195,9 +195,12 @@ class SwapForgeBodyTracker:
         }, "optional": {
             "init_track": (BODY_TRACK, {"tooltip": "Re-track mode: start from this track (same frame count), e.g. "
                                                    "the original video's track when tracking generated frames."}),
+            "retrack_expression": (["keep", "fit"], {"default": "keep", "tooltip":
+                                   "Re-track mode: keep init_track's expression and refine the head pose only (GSwap's "
+                                   "generated frames carry the target's expression on another face), or fit it too."}),
         }}
 
-    def track(self, body_model, image, faces, iterations, smoothness, init_track=None):
+    def track(self, body_model, image, faces, iterations, smoothness, init_track=None, retrack_expression="keep"):
         frames = images_np(image)
         T, H, W = frames.shape[:3]
         faces.check_batch(T)
@@ -216,6 +219,7 @@ class SwapForgeBodyTracker:
         with torch.inference_mode(False), torch.enable_grad():
             tr = tracklib.fit_track(body_model, lm, (H, W), valid=np.isfinite(lm).all(axis=(1, 2)),
                                     iters=int(iterations), smooth=float(smoothness), init=init_track,
+                                    fit_expression=init_track is None or retrack_expression == "fit",
                                     progress=lambda step, total: bar.update(1))
         return (tr, to_image(draw_track(frames, tr)), track_report(tr))
 

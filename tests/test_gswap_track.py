@@ -129,3 +129,23 @@ def test_fit_anny_to_real_photo_landmarks(photo):
     eye_px = float(np.linalg.norm(lm[0, 36:42].mean(0) - lm[0, 42:48].mean(0)))
     print(f"real photo, Anny: reprojection error {err:.2f} px (eye distance {eye_px:.1f} px)")
     assert err < 0.1 * eye_px   # measured 2.65 px on a 47 px eye distance (120 iterations)
+
+
+def test_retrack_keeping_expression_moves_only_the_head_pose(first_fit):
+    """fit_expression=False (GSwap's re-track of I_gen): jaw and expression stay the init track's exactly, while the
+    head pose follows the new landmarks; fitting the expression instead would change the jaw (the control)."""
+    tr, noisy, _, _ = first_fit
+    shifted = noisy.clone()
+    shifted[..., 0] += 6.0                               # the whole face moved 6 px right: a pose change
+    shifted[:, 48:68, 1] += 4.0                           # and a mouth that sits lower: an expression change
+    valid = ~tr.interpolated.numpy()
+    kept = track.fit_track(_surface(), shifted.numpy(), (H, W), valid, iters=120, smooth=0.1, init=tr,
+                           fit_expression=False)
+    assert torch.equal(kept.params.jaw_pose, tr.params.jaw_pose)
+    assert not torch.equal(kept.params.global_orient, tr.params.global_orient)
+    centre = lambda t: t.projected68[valid].mean(dim=(0, 1))  # noqa: E731
+    assert abs(float(centre(kept)[0] - centre(tr)[0]) - 6.0) < 1.5   # the head pose took the shift
+    fitted = track.fit_track(_surface(), shifted.numpy(), (H, W), valid, iters=120, smooth=0.1, init=tr)
+    assert float((fitted.params.jaw_pose - tr.params.jaw_pose).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="init"):
+        track.fit_track(_surface(), shifted.numpy(), (H, W), valid, iters=5, fit_expression=False)

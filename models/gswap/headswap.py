@@ -8,7 +8,9 @@
    the target's mask, the hole and the source head mask carried by the 5 keypoints;
 4. I_gen and A_gen: the source head reenacted to every target frame over Î_tgt (reenact.py);
 5. tracking (track.py): the target's landmarks give the inference track; I_gen is re-tracked from it
-   (re-track mode) on the landmarks it was built to;
+   (re-track mode) on the landmarks it was built to, its head pose refined and the target's expression kept
+   (I_gen carries the target's expression on the source's face: re-fitting the expression would turn the
+   source's proportions into expression coefficients the inference track does not have);
 6. fitting (fit.py): the neural Gaussian field on the head and neck of the surface (the triangles that face the
    camera in some frame) plus E_bg and U, trained on
    I_gen with A_gen, M_head, Î_tgt and the background term against the original frames I_tgt, temporal
@@ -297,7 +299,8 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
                           iters=cfg.track_iters, progress=lambda s, n: p("track target", s, n))
         gen_ok = valid & np.isfinite(lm_drv).all(axis=(1, 2))
         retrack = fit_track(surface, np.where(gen_ok[:, None, None], lm_drv, np.nan), (H, W), valid=gen_ok,
-                            iters=cfg.retrack_iters, init=track, progress=lambda s, n: p("re-track", s, n))
+                            iters=cfg.retrack_iters, init=track, fit_expression=False,
+                            progress=lambda s, n: p("re-track", s, n))
     secs["tracking"] = time.perf_counter() - t0
     report.append(f"tracking: target {np.nanmean(track.errors_px.numpy()):.2f} px, generated frames "
                   f"{np.nanmean(retrack.errors_px.numpy()):.2f} px mean landmark error")

@@ -180,7 +180,7 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
               focal: Optional[float] = None, lr: Optional[float] = None, tol: float = 1e-3,
               body_keypoints=None, body_joint_ids: Optional[Sequence[int]] = None,
               prior: float = 1.0, smooth_velocity: float = 0.0, fit_neck: Optional[bool] = None,
-              shape_iters: Optional[int] = None) -> BodyTrack:
+              shape_iters: Optional[int] = None, fit_expression: bool = True) -> BodyTrack:
     """Fits `surface` to per-frame 2D landmarks.
 
     landmarks68 [T, 68, 2] px (x right, y down; rows of frames without a face are ignored); image_size
@@ -194,7 +194,10 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
     Expression coefficients are kept inside the surface's `expression_range` (projected steps). shape_iters: the
     shared shape (betas) is optimised during the first shape_iters steps only, then frozen (surfaces may then
     reuse their rest model: Anny's costs most of a step); default 60, and 0 in re-track mode (the init track's
-    shape is kept, so generated frames and the original video share one body shape).
+    shape is kept, so generated frames and the original video share one body shape). fit_expression False
+    (re-track mode only): the init track's expression and jaw are kept and only the head pose is refined, so a
+    face whose proportions differ from the tracked one (a source face on the target's motion) cannot turn its
+    proportions into expression coefficients the original video's track does not have.
     """
     lm = torch.as_tensor(np.asarray(landmarks68, np.float32))
     T = lm.shape[0]
@@ -247,6 +250,12 @@ def fit_track(surface: BodySurface, landmarks68, image_size: Tuple[int, int], va
              "expr": 1.0}
     history: List[float] = []
     steps = 0
+    if not fit_expression:
+        if init is None:
+            raise ValueError("SwapForge: fit_expression=False keeps the expression of an initial track; give init.")
+        for x in (v.expr, v.jaw):
+            if x is not None:
+                x.requires_grad_(False)
     if shape_iters is None:
         shape_iters = 0 if init is not None else 60
     for step in range(iters):

@@ -137,6 +137,8 @@ def main(argv=None):
     ap.add_argument("--uv-resolution", type=int, default=hslib.HeadSwapConfig.uv_resolution)
     ap.add_argument("--detector", default="yunet (embedded)", help="face analyzer (Face Model Loader names)")
     ap.add_argument("--body", default="anny", choices=("anny", "template"))
+    ap.add_argument("--render-on", default=hslib.HeadSwapConfig.render_track, choices=hslib.RENDER_TRACKS,
+                    help="track the avatar is rendered on: the re-track of I_gen (default) or the target's own")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     secs = {}
@@ -163,7 +165,7 @@ def main(argv=None):
         src_k5.append(f.kps5[0] if len(f) else None)
         if len(f):
             src_emb.append(analyzer.embed(u8, f)[0])
-    cfg = hslib.HeadSwapConfig(fit_steps=a.steps, uv_resolution=a.uv_resolution)
+    cfg = hslib.HeadSwapConfig(fit_steps=a.steps, uv_resolution=a.uv_resolution, render_track=a.render_on)
     sources = srclib.prepare_sources(photos, src_lm, src_k5, neck_line=cfg.neck_line, hair=cfg.hair)
     surface = bodylib.load_surface(a.body)
     secs["sources_and_body"] = time.perf_counter() - t0

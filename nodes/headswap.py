@@ -331,14 +331,21 @@ class SwapForgeHeadSwap:
             "face_index": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip":
                            "Which person of the target video: the faces are tracked and numbered in order of first "
                            "appearance (0 = the first)."}),
+            "render_on": (list(hslib.RENDER_TRACKS), {"default": "generated", "tooltip":
+                          "The track the avatar is rendered on: 'generated' (the re-track of the generated frames: "
+                          "the target's motion on the source's face, default) or 'target' (the target's own track, "
+                          "the paper's choice; the source's head then sits where the target's face proportions "
+                          "put it, a few degrees off)."}),
         }}
 
     def swap(self, face_model, image, source, steps, seed, colour, hair, source_2=None, source_3=None,
-             body_model=None, inpaint_model=None, uv_resolution=256, deterministic=False, face_index=0):
+             body_model=None, inpaint_model=None, uv_resolution=256, deterministic=False, face_index=0,
+             render_on="generated"):
         frames = images_np(image)
         T = len(frames)
         cfg = hslib.HeadSwapConfig(fit_steps=int(steps), seed=int(seed), colour=float(colour), hair=float(hair),
-                                   uv_resolution=int(uv_resolution), deterministic=bool(deterministic))
+                                   uv_resolution=int(uv_resolution), deterministic=bool(deterministic),
+                                   render_track=str(render_on))
         surface = body_model if body_model is not None else _load_surface(body_kinds()[0])
         stages = {"detect": T, "head masks": T, "background": T, "generate": T, "track target": cfg.track_iters,
                   "re-track": cfg.retrack_iters, "fit": cfg.fit_steps, "render": T}

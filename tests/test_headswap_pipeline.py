@@ -63,3 +63,21 @@ def test_generated_frames_carry_the_source_identity_and_the_avatar_learns_them(s
         to_gen = np.abs(res.frames[t][head] - res.generated[t][head]).mean()
         to_tgt = np.abs(res.frames[t][head] - frames[t][head]).mean()
         assert to_gen < to_tgt
+
+
+def test_the_avatar_is_rendered_on_the_retrack_of_the_generated_frames_by_default(swap):
+    """render_track='generated' (default): the output is the avatar on the re-track of I_gen (the track it was
+    fitted on), not on the target's own track; an unknown choice is refused before any work."""
+    frames, valid, res, _, _ = swap
+    surface = body.load_surface("anny")
+    window = hslib.crop_window([res.m_head, res.a_gen], frames.shape[1:3], hslib.HeadSwapConfig().crop_margin)
+    outs = {}
+    for name, trk in (("generated", res.retrack), ("target", res.track)):
+        render, fores = hslib.render_clip(res.avatar, surface, trk, res.backgrounds, res.m_head, window)
+        outs[name] = np.stack([hslib.composite(frames[t], render[t], res.m_head[t], window, res.backgrounds[t],
+                                               fores[t]) for t in np.flatnonzero(valid)])
+    np.testing.assert_allclose(outs["generated"], res.frames[valid], atol=1e-5)
+    assert np.abs(outs["target"] - res.frames[valid]).max() > 0.05
+    with pytest.raises(ValueError, match="render_track"):
+        hslib.run(frames, np.zeros((8, 68, 2)), np.zeros((8, 5, 2)), valid, None, surface,
+                  hslib.HeadSwapConfig(render_track="source"))

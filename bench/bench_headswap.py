@@ -91,15 +91,18 @@ def read_photo(path: str, max_side: int = 1024):
     return np.ascontiguousarray(img).astype(np.float32) / 255.0
 
 
-def write_video(path: str, frames: np.ndarray, fps: float, audio_from: str = None, frame_count: int = None):
-    """H.264 mp4 of the frames at fps; with audio_from, the audio of that file up to the video's length."""
+def write_video(path: str, frames, fps: float, audio_from: str = None, frame_count: int = None):
+    """H.264 mp4 of the frames at fps; with audio_from, the audio of that file up to the video's length. frames: an
+    array [T, H, W, 3] or a sequence of [H, W, 3] frames (converted one at a time: no uint8 copy of the clip)."""
     import av
     from fractions import Fraction
 
-    u8 = (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8)
+    n = len(frames)
+    h, w = frames[0].shape[:2]
+    u8 = ((np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8) for f in frames)
     with av.open(path, "w") as out:
         vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        vs.width, vs.height, vs.pix_fmt = u8.shape[2], u8.shape[1], "yuv420p"
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         a_in = None
         if audio_from:
             src = av.open(audio_from)
@@ -113,7 +116,7 @@ def write_video(path: str, frames: np.ndarray, fps: float, audio_from: str = Non
         for pkt in vs.encode():
             out.mux(pkt)
         if a_in is not None:
-            end = len(u8) / fps
+            end = n / fps
             for fr in a_in.decode(a_st):
                 if fr.time is not None and fr.time > end:
                     break
@@ -192,7 +195,14 @@ def main(argv=None):
     seconds_total = time.perf_counter() - t_all - secs["metrics"]
 
     import cv2
-    side = np.concatenate([frames, result.generated, result.frames], 2)
+    class SideBySide:  # target | I_gen | final, one frame at a time (no copy of the clip three frames wide)
+        def __len__(self):
+            return len(frames)
+
+        def __getitem__(self, t):
+            return np.concatenate([frames[t], result.generated[t], result.frames[t]], 1)
+
+    side = SideBySide()
     try:
         write_video(os.path.join(a.out, "side_by_side.mp4"), side, fps)
         write_video(os.path.join(a.out, "swapped.mp4"), result.frames, fps, audio_from=a.target)

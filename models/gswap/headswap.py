@@ -193,24 +193,34 @@ def posed(surface: BodySurface, track: BodyTrack, i: int = 0, j: Optional[int] =
 
 
 def render_clip(avatar, surface: BodySurface, track: BodyTrack, backgrounds: np.ndarray, m_head: np.ndarray,
-                window: Tuple[int, int, int, int], device=None, progress: Optional[Callable[[int], None]] = None):
-    """The avatar rendered on `track` (c_1) inside the crop window: (images [T, h, w, 3], m_fore [T, h, w])."""
+                window: Tuple[int, int, int, int], device=None, progress: Optional[Callable[[int], None]] = None,
+                sink: Optional[Callable[[int, np.ndarray, np.ndarray], None]] = None):
+    """The avatar rendered on `track` (c_1) inside the crop window: (images [T, h, w, 3], m_fore [T, h, w]); with
+    `sink`, each frame goes to sink(t, image, m_fore) instead and nothing is kept (returns (None, None))."""
     x0, y0, x1, y1 = window
     T = len(track)
     K = shift_K(track.K, x0, y0)
     dev = torch.device("cpu") if device is None else torch.device(device)
-    imgs = np.zeros((T, y1 - y0, x1 - x0, 3), np.float32)
-    fores = np.zeros((T, y1 - y0, x1 - x0), np.float32)
+    if sink is None:
+        imgs = np.zeros((T, y1 - y0, x1 - x0, 3), np.float32)
+        fores = np.zeros((T, y1 - y0, x1 - x0), np.float32)
+
+        def sink(t, img, fore):
+            imgs[t], fores[t] = img, fore
+    else:
+        imgs = fores = None
+    chunk = 16  # the surface is posed for 16 frames at a time (one batched call; memory stays bounded)
     with torch.no_grad():
         for t in range(T):
-            rest, trans = posed(surface, track, t, t + 1)
+            if t % chunk == 0:
+                rest_c, trans_c = posed(surface, track, t, min(t + chunk, T))
+            rest, trans = rest_c[t % chunk: t % chunk + 1], trans_c[t % chunk: t % chunk + 1]
             out = render_frame(avatar.field, avatar.renderer, rest[0].to(dev), trans[0].to(dev), K.to(dev),
                                track.extrinsics[t].to(dev),
                                torch.from_numpy(np.ascontiguousarray(backgrounds[t, y0:y1, x0:x1])).to(dev),
                                torch.from_numpy(np.ascontiguousarray(m_head[t, y0:y1, x0:x1])).to(dev), None,
                                render_scale=float(avatar.config.get("render_scale", 1.0)))
-            imgs[t] = out["display"].cpu().numpy()
-            fores[t] = out["m_fore"].cpu().numpy()
+            sink(t, out["display"].cpu().numpy(), out["m_fore"].cpu().numpy())
             if progress is not None:
                 progress(t)
     return imgs, fores
@@ -303,6 +313,7 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
 
     t0 = time.perf_counter()
     m_head = union_region(mask_t, hole_grown, sources, kps5, valid)
+    del mask_t, hole, hole_grown  # only M_head is needed from here on
     i_gen, a_gen, lm_drv, flagged = reenact_clip(sources, frames, landmarks, valid, backgrounds, cfg.colour,
                                                  cfg.mouth, progress=stage("generate"))
     secs["generate"] = time.perf_counter() - t0
@@ -330,12 +341,14 @@ def run(frames: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, valid: np.n
                   f"rasteriser: {rasteriser_name(device)}, splat scale {avatar.config.get('render_scale', 1.0)}")
 
     t0 = time.perf_counter()
-    render, fores = render_clip(avatar, surface, retrack if cfg.render_track == "generated" else track,
-                                backgrounds, m_head, window, device, stage("render"))
-    out = np.empty_like(frames)
-    for t in range(T):
-        out[t] = (composite(frames[t], render[t], m_head[t], window, backgrounds[t], fores[t]) if t not in flagged
-                  else frames[t])
+    out = frames.copy()  # flagged frames stay the target's
+
+    def put(t, img, fore):  # each rendered frame composited at once: no clip of renders is kept
+        if t not in flagged:
+            out[t] = composite(frames[t], img, m_head[t], window, backgrounds[t], fore)
+
+    render_clip(avatar, surface, retrack if cfg.render_track == "generated" else track, backgrounds, m_head, window,
+                device, stage("render"), sink=put)
     secs["render"] = time.perf_counter() - t0
     report.append(f"render: on the {'re-track of I_gen' if cfg.render_track == 'generated' else 'target track'}, "
                   f"{T / max(secs['render'], 1e-9):.1f} frames/s (render, rerender and composite)")

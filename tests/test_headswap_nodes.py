@@ -146,3 +146,31 @@ def test_load_inpaint_model_reads_a_lama_state_dict_and_refuses_other_models(pac
     assert np.abs(out[hole > 0] - img[hole > 0]).mean() > 1e-3
     with pytest.raises(ValueError, match="not an inpainting model"):
         node.load("upscaler.pth")
+
+
+def test_head_swap_node_refuses_an_empty_video_and_stops_mid_fit_on_an_interrupt(pack, talking_clip, photo, hog):
+    services = sys.modules["swapforge.nodes.services"]
+    body_model = pack.NODE_CLASS_MAPPINGS["SwapForge_BodyModelLoader"]().load("template (embedded)")[0]
+    src = torch.from_numpy(photo("biden"))[None]
+    with pytest.raises(ValueError, match="frame"):
+        _node(pack, "SwapForge_HeadSwap").swap(hog, torch.zeros(0, 96, 96, 3), src, 3, 0, 0.6, 1.0,
+                                               body_model=body_model, uv_resolution=48)
+    frames = talking_clip(3, 96)
+    seen = []
+    real_update = services.Progress.update
+
+    def update(self, n=1, preview=None):  # Cancel pressed once the fit has started (after masks ... tracking)
+        seen.append(self.done)
+        if len(seen) == 2 * len(frames) + 2 * len(frames) + 400:
+            services.request_interrupt()
+        return real_update(self, n, preview)
+
+    services.Progress.update = update
+    try:
+        with pytest.raises(services.Interrupted):
+            _node(pack, "SwapForge_HeadSwap").swap(hog, torch.from_numpy(frames), src, 500, 0, 0.6, 1.0,
+                                                   body_model=body_model, uv_resolution=48)
+    finally:
+        services.Progress.update = real_update
+    assert len(seen) < 2 * len(frames) + 2 * len(frames) + 400 + 500  # stopped before the fit's 500 steps ended
+    services.check_interrupt()  # the flag was cleared when it raised

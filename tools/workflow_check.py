@@ -21,7 +21,7 @@ Rules
 * Seed-like inputs: INT inputs whose options have ``control_after_generate: true`` or whose name is
   ``seed``/``noise_seed``. The frontend stores one extra ``widgets_values`` entry after them
   (``fixed``/``increment``/``decrement``/``randomize``); it is skipped when reading and written as
-  ``fixed`` by ``api_to_ui``. Combos with ``image_upload`` may be followed by an extra ``"image"``
+  ``fixed`` by ``api_to_ui``. Combos with ``image_upload`` or ``video_upload`` may be followed by an extra ``"image"``
   value (the upload button), which is skipped when the list is long enough to hold it.
 * Types: an output type fits an input type when they are equal, when either is ``*``, or when the
   comma-separated type sets (``IMAGE,MASK``) share a member. A combo input takes ``COMBO``, ``*`` or
@@ -729,8 +729,8 @@ def api_to_ui(prompt: dict, schemas: dict, layout: str = "columns") -> dict:
                     widgets_values.append(value)
                 if is_seed_like(name, typ, opts):
                     widgets_values.append("fixed")
-                if opts.get("image_upload"):
-                    widgets_values.append("image")
+                if opts.get("image_upload") or opts.get("video_upload"):
+                    widgets_values.append("image")  # the upload button's value (the editor stores "image" for both)
             else:
                 slot = {"name": name, "type": type_name(typ), "link": None}
                 if is_link(value):

@@ -62,6 +62,26 @@ def test_ui_twin_converts_to_the_api_file(path, schemas):
     assert wc.strip_meta(wc.ui_to_api(ui, schemas)) == wc.strip_meta(api)
 
 
+@pytest.mark.parametrize("path", API_FILES, ids=[os.path.basename(f) for f in API_FILES])
+def test_every_widget_of_the_packs_nodes_has_a_value(path, schemas):
+    # The editor serialises every widget, optional ones included: a template written without one loads with that
+    # widget empty and queues None, which the server rejects (pick_face_edit_part_boxes lacked detect_size,
+    # video_mode, keyframe_interval, max_yaw and masks after they were added to the nodes).
+    with open(path) as f:
+        prompt = json.load(f)
+    missing = []
+    for nid, node in prompt.items():
+        if not node["class_type"].startswith("SwapForge_"):
+            continue
+        spec = schemas[node["class_type"]]["input"]
+        for section in ("required", "optional"):
+            for name, entry in (spec.get(section) or {}).items():
+                typ, opts = entry[0], (entry[1] if len(entry) > 1 else {}) or {}
+                if wc.is_widget_type(typ, opts) and name not in node["inputs"]:
+                    missing.append(f"node {nid} {node['class_type']}.{name}")
+    assert not missing, f"{path}: widgets without a value (the editor would queue None): {missing}"
+
+
 def test_workflows_use_only_swapforge_and_core_nodes(schemas):
     core = set(wc.load_schemas(include_pack=False))
     for path in API_FILES:

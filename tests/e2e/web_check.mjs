@@ -113,12 +113,25 @@ async function templateBrowser(page, args, result) {
     const nav = page.locator(".p-dialog").getByText(args.pack, { exact: true }).first();
     if (await nav.count()) await nav.click().catch(() => {});
     await sleep(500);
+    // the dialog's grid renders cards lazily as it scrolls (14 templates do not all render at once): type the
+    // name in its search box, as a user looking for one template does
+    const search = page.locator('.p-dialog input[placeholder*="Search"]').first();
+    if (await search.count()) {
+      await search.fill(name);
+      await sleep(900);
+    }
     const card = page.locator(`.p-dialog [data-testid="template-workflow-${name}"]`).first();
     let how = "card";
-    if (await card.count()) await card.click();
-    else {
-      how = "title";
-      await page.locator(".p-dialog").getByText(name, { exact: false }).first().click();
+    log(`template ${name}`);
+    try {
+      if (await card.count()) await card.click({ timeout: 30000 });
+      else {
+        how = "title";
+        await page.locator(".p-dialog").getByText(name, { exact: false }).first().click({ timeout: 30000 });
+      }
+    } catch (e) {
+      await page.screenshot({ path: path.join(args.shots, `template_${name}_failed.png`) });
+      throw new Error(`template ${name}: could not click its card (${how}): ${e.message.split("\n").slice(0, 12).join(" | ")}`);
     }
     await page.waitForFunction(() => !document.querySelector(".p-dialog") || window.app.graph.nodes.length > 0,
                                null, { timeout: 30000 }).catch(() => {});

@@ -82,6 +82,16 @@ def test_every_widget_of_the_packs_nodes_has_a_value(path, schemas):
     assert not missing, f"{path}: widgets without a value (the editor would queue None): {missing}"
 
 
+@pytest.mark.parametrize("path", API_FILES, ids=[os.path.basename(f) for f in API_FILES])
+def test_every_node_has_a_title(path):
+    # the editor titles every node (its display name when none is given): an API file without one is not what
+    # the editor exports for its UI twin (tests/e2e/test_editor.py compares them)
+    with open(path) as f:
+        prompt = json.load(f)
+    untitled = [k for k, v in prompt.items() if not (v.get("_meta") or {}).get("title")]
+    assert not untitled, f"{path}: nodes without _meta.title: {untitled}"
+
+
 def test_workflows_use_only_swapforge_and_core_nodes(schemas):
     core = set(wc.load_schemas(include_pack=False))
     for path in API_FILES:

@@ -73,12 +73,8 @@ def test_every_widget_of_the_packs_nodes_has_a_value(path, schemas):
     for nid, node in prompt.items():
         if not node["class_type"].startswith("SwapForge_"):
             continue
-        spec = schemas[node["class_type"]]["input"]
-        for section in ("required", "optional"):
-            for name, entry in (spec.get(section) or {}).items():
-                typ, opts = entry[0], (entry[1] if len(entry) > 1 else {}) or {}
-                if wc.is_widget_type(typ, opts) and name not in node["inputs"]:
-                    missing.append(f"node {nid} {node['class_type']}.{name}")
+        missing += [f"node {nid} {node['class_type']}.{name}"
+                    for name, _, _, _ in wc.widget_inputs(schemas[node["class_type"]]) if name not in node["inputs"]]
     assert not missing, f"{path}: widgets without a value (the editor would queue None): {missing}"
 
 

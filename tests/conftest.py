@@ -78,3 +78,17 @@ def _load_clip(frames: int, size: int) -> np.ndarray:
 def talking_clip():
     """talking_clip(frames, size) -> float32 [T, size, size, 3]: the first frames of the bundled real clip."""
     return lambda frames=8, size=128: _load_clip(frames, size).copy()
+
+
+@pytest.fixture(scope="module")
+def N():
+    """The pack's NODE_CLASS_MAPPINGS, loaded as ComfyUI loads it (tests/packloader.py)."""
+    from packloader import load_pack
+
+    return load_pack().NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def fm(N):
+    """The Face Model Loader's dlib MMOD analyzer (upsample 0), as the node tests feed it to the nodes."""
+    return N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)", 0)[0]

@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from packloader import load_pack
 from synthclip import make_clip
 
 NO_FACE = (2,)
 H, W = 160, 128
-
-
-@pytest.fixture(scope="module")
-def N():
-    return load_pack().NODE_CLASS_MAPPINGS
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from packloader import load_pack
 from synthclip import make_clip, photo
 
 NO_FACE = (4, 9)
-
-
-@pytest.fixture(scope="module")
-def N():
-    return load_pack().NODE_CLASS_MAPPINGS
-
-
-@pytest.fixture(scope="module")
-def fm(N):
-    return N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)", 0)[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from packloader import load_pack
 from synthclip import photo
-
-
-@pytest.fixture(scope="module")
-def N():
-    return load_pack().NODE_CLASS_MAPPINGS
 
 
 def test_reference_parts_equals_the_four_node_chain(N):

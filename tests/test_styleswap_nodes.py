@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from packloader import load_pack
 from synthclip import make_clip, photo
 
 NO_FACE = (4, 9)
 NAME = "tiny_styleswap.safetensors"
-
-
-@pytest.fixture(scope="module")
-def N():
-    return load_pack().NODE_CLASS_MAPPINGS
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +29,6 @@ def models_dir(tmp_path_factory):
 def swapper(N, models_dir):
     assert NAME in N["SwapForge_StyleSwapLoader"].INPUT_TYPES()["required"]["swapper_name"][0]
     return N["SwapForge_StyleSwapLoader"]().load(NAME)[0]
-
-
-@pytest.fixture(scope="module")
-def fm(N):
-    return N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)", 0)[0]
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,7 @@ import pytest
 import torch
 
 from models.partswap import part_detect, part_edit, parts
-from packloader import load_pack
 from synthclip import photo
-
-
-@pytest.fixture(scope="module")
-def N():
-    return load_pack().NODE_CLASS_MAPPINGS
-
-
-@pytest.fixture(scope="module")
-def fm(N):
-    return N["SwapForge_FaceModelLoader"]().load("dlib_mmod (embedded)", 0)[0]
 
 
 @pytest.fixture(scope="module")
